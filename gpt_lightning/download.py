@@ -1,0 +1,165 @@
+"""Cached, verified, atomic downloads of the public files the project uses.
+
+Every file is looked for, in order: an explicit path, ``$GPT_LIGHTNING_DATA_DIR/<name>``
+(for machines without internet), the cache (``$GPT_LIGHTNING_CACHE``, default
+``~/.cache/gpt_lightning``), and only then downloaded. A download goes to ``<name>.part``
+(resumed with an HTTP Range request if a previous one was cut off), is checked against the
+expected size and sha256, and is renamed into place only when it matches, so an
+interrupted download never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """A public file: where it comes from and what it must hash to."""
+
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+# Datasets, under the file names used in ../shared/data and GPT_LIGHTNING_DATA_DIR.
+DATASETS: dict[str, Source] = {
+    "the-verdict.txt": Source(
+        "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt",
+        "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f", 20479),
+    "tinyshakespeare.txt": Source(
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1115394),
+    "instruction-data.json": Source(
+        "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
+        "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944", 203524),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GPT_LIGHTNING_CACHE", Path.home() / ".cache" / "gpt_lightning")).expanduser()
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: Path, source: Source) -> str | None:
+    """None if ``path`` matches the source's size and hash, else what is wrong."""
+    size = path.stat().st_size
+    if source.size is not None and size != source.size:
+        return f"size {size:,} bytes, expected {source.size:,}"
+    if source.sha256 is not None:
+        digest = sha256_of(path)
+        if digest != source.sha256:
+            return f"sha256 {digest}, expected {source.sha256}"
+    return None
+
+
+def download(source: Source, dest: Path, progress: bool = True, timeout: float = 30.0) -> Path:
+    """Fetch ``source`` into ``dest`` atomically and verified; reuse ``dest`` if it is valid."""
+    dest = Path(dest)
+    if dest.is_file() and verify(dest, source) is None:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    start = part.stat().st_size if part.is_file() else 0
+    if source.size is not None and start > source.size:
+        part.unlink()
+        start = 0
+    request = urllib.request.Request(source.url, headers={"User-Agent": "gpt_lightning"})
+    if start:
+        request.add_header("Range", f"bytes={start}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if start and response.status != 206:  # server ignored the Range: start over
+                start = 0
+            total = response.headers.get("Content-Length")
+            total = int(total) + start if total is not None else source.size
+            with open(part, "ab" if start else "wb") as fh, _progress(total, start, dest.name, progress) as bar:
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        reason = getattr(err, "reason", err)
+        raise ConfigError(
+            f"could not download {source.url} ({reason}); without internet, put the file at "
+            f"{dest} or in a folder named by GPT_LIGHTNING_DATA_DIR"
+        ) from None
+    problem = verify(part, source)
+    if problem:
+        part.unlink(missing_ok=True)
+        raise ConfigError(f"download of {source.url} is corrupt ({problem}); it was deleted, run again")
+    os.replace(part, dest)
+    return dest
+
+
+def fetch(name: str, source: Source, path: str | Path | None = None, subdir: str = "data",
+          key: str = "data.path") -> Path:
+    """Find or download the file ``name`` (see the module docstring for the search order).
+
+    ``key`` names the config key that overrides the location, for error messages.
+    """
+    if path:
+        path = Path(path).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{key}={str(path)!r} does not exist")
+        return path
+    local = os.environ.get("GPT_LIGHTNING_DATA_DIR")
+    if local and (Path(local) / name).is_file():
+        found = Path(local) / name
+        problem = verify(found, source)
+        if problem:
+            raise ConfigError(f"{found} does not match its public source ({problem})")
+        return found
+    cached = cache_dir() / subdir / name
+    try:
+        return download(source, cached)
+    except ConfigError as err:
+        raise ConfigError(
+            f"{name} is not available offline: {err}. Set GPT_LIGHTNING_DATA_DIR to a folder that "
+            f"holds {name}, or pass {key}=/path/to/{name}"
+        ) from None
+
+
+def fetch_dataset(name: str, path: str | Path | None = None) -> Path:
+    """A known dataset file by its name (``the-verdict.txt`` ...) or ``path`` if given."""
+    if path:
+        return fetch(name, DATASETS.get(name, Source("")), path)
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}, or pass data.path=...")
+    return fetch(name, DATASETS[name])
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _progress(total: int | None, initial: int, name: str, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=f"downloading {name}", file=sys.stderr, leave=False)
