@@ -1,0 +1,1 @@
+"""Lightning data modules: sliding-window pretraining text and instruction records."""
