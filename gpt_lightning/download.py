@@ -10,15 +10,17 @@ interrupted download never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import os
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .progress import byte_progress
 
 CHUNK = 1 << 20
 
@@ -30,6 +32,14 @@ class Source:
     url: str
     sha256: str | None = None
     size: int | None = None
+
+
+class DownloadError(ConfigError):
+    """A download that could not finish (offline, refused, cut off); ``reason`` says why."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # Datasets, under the file names used in ../shared/data and GPT_LIGHTNING_DATA_DIR.
@@ -71,41 +81,74 @@ def verify(path: Path, source: Source) -> str | None:
 
 
 def download(source: Source, dest: Path, progress: bool = True, timeout: float = 30.0) -> Path:
-    """Fetch ``source`` into ``dest`` atomically and verified; reuse ``dest`` if it is valid."""
+    """Fetch ``source`` into ``dest`` atomically and verified; reuse ``dest`` if it is valid.
+
+    Processes that download the same file at once (one per GPU, say) take turns on
+    ``<dest>.lock``, so it is fetched once. A transfer cut off early keeps its ``.part``
+    and raises :class:`DownloadError`; the next call resumes it.
+    """
     dest = Path(dest)
     if dest.is_file() and verify(dest, source) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    with _exclusive(dest.with_name(dest.name + ".lock")):
+        if dest.is_file() and verify(dest, source) is None:  # another process just fetched it
+            return dest
+        part = dest.with_name(dest.name + ".part")
+        _transfer(source, part, dest, progress, timeout)
+        problem = verify(part, source)
+        if problem:
+            part.unlink(missing_ok=True)
+            raise ConfigError(f"download of {source.url} is corrupt ({problem}); it was deleted, run again")
+        os.replace(part, dest)
+    return dest
+
+
+def _transfer(source: Source, part: Path, dest: Path, progress: bool, timeout: float) -> None:
+    """Bring ``part`` up to the whole of ``source``, resuming what it already holds."""
     start = part.stat().st_size if part.is_file() else 0
     if source.size is not None and start > source.size:
         part.unlink()
         start = 0
+    if source.size is not None and start == source.size:
+        return  # complete but never verified (e.g. stopped while hashing)
     request = urllib.request.Request(source.url, headers={"User-Agent": "gpt_lightning"})
     if start:
         request.add_header("Range", f"bytes={start}-")
+    total = source.size
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             if start and response.status != 206:  # server ignored the Range: start over
                 start = 0
-            total = response.headers.get("Content-Length")
-            total = int(total) + start if total is not None else source.size
-            with open(part, "ab" if start else "wb") as fh, _progress(total, start, dest.name, progress) as bar:
+            length = response.headers.get("Content-Length")
+            total = int(length) + start if length is not None else source.size
+            with open(part, "ab" if start else "wb") as fh, byte_progress(total, f"downloading {dest.name}", progress, initial=start) as bar:
                 for chunk in iter(lambda: response.read(CHUNK), b""):
                     fh.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        reason = getattr(err, "reason", err)
-        raise ConfigError(
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as err:
+        reason = str(getattr(err, "reason", err))
+        raise DownloadError(
             f"could not download {source.url} ({reason}); without internet, put the file at "
-            f"{dest} or in a folder named by GPT_LIGHTNING_DATA_DIR"
+            f"{dest} or in a folder named by GPT_LIGHTNING_DATA_DIR", reason
         ) from None
-    problem = verify(part, source)
-    if problem:
-        part.unlink(missing_ok=True)
-        raise ConfigError(f"download of {source.url} is corrupt ({problem}); it was deleted, run again")
-    os.replace(part, dest)
-    return dest
+    received = part.stat().st_size
+    if total is not None and received < total:
+        reason = f"connection closed after {received:,} of {total:,} bytes; run again to resume"
+        raise DownloadError(f"could not download {source.url} ({reason})", reason)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive advisory lock on the file ``lock`` (no lock where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 def fetch(name: str, source: Source, path: str | Path | None = None, subdir: str = "data",
@@ -144,22 +187,3 @@ def fetch_dataset(name: str, path: str | Path | None = None) -> Path:
         raise ConfigError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}, or pass data.path=...")
     return fetch(name, DATASETS[name])
 
-
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n: int) -> None:
-        pass
-
-
-def _progress(total: int | None, initial: int, name: str, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"downloading {name}", file=sys.stderr, leave=False)

@@ -1,0 +1,153 @@
+"""Callbacks for what a user watches during a run: samples, loss against tokens, the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def _tensorboard(trainer: L.Trainer):
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class SampleText(L.Callback):
+    """After each validation, continue a fixed prompt and log the text.
+
+    Written to TensorBoard (TEXT tab, tag ``samples``), appended to ``samples.txt`` in the
+    run folder and printed, so a user sees the samples turn from noise into words.
+    """
+
+    def __init__(self, prompt: str = "Every effort moves you", max_new_tokens: int = 40,
+                 temperature: float = 0.0, top_k: int | None = None, out_dir: str | None = None,
+                 enabled: bool = True) -> None:
+        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+        self.temperature, self.top_k = temperature, top_k
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.enabled = enabled
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if not self.enabled or trainer.sanity_checking:
+            return
+        text = self.sample(pl_module.model)
+        step = trainer.global_step
+        line = f"[step {step}, {pl_module.tokens_seen:,} tokens] {self.prompt}{text}"
+        print("\n" + line.replace("\n", " "), flush=True)
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.add_text("samples", f"**{self.prompt}**{text}", step)
+        if self.out_dir is not None:
+            with open(self.out_dir / "samples.txt", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+    def sample(self, model) -> str:
+        from .generation import generate
+        from .tokenizer import get_tokenizer
+
+        tok = get_tokenizer()
+        ids = tok.encode(self.prompt)[-(model.config.context_length - self.max_new_tokens):]
+        was_training = model.training
+        model.eval()
+        try:
+            out = generate(model, [ids], max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                           top_k=self.top_k or 0, seed=0)
+        finally:
+            model.clear_kv_cache()
+            model.train(was_training)
+        return tok.decode(out[0])
+
+
+class LossHistory(L.Callback):
+    """Train and validation loss against tokens seen (and epochs), for plots.
+
+    Logs ``loss_vs_tokens/train`` and ``loss_vs_tokens/val`` to TensorBoard with tokens
+    seen as the x-axis, and at the end of fit draws ``loss.png`` in the run folder (loss
+    against tokens seen, epochs on the top axis). Its history is saved in checkpoints so a
+    resumed run draws the whole curve.
+    """
+
+    def __init__(self, out_dir: str | None = None) -> None:
+        self.out_dir = Path(out_dir) if out_dir else None
+        self.train: list[tuple[int, float, float]] = []  # (tokens, loss, epoch progress)
+        self.val: list[tuple[int, float, float]] = []
+
+    def _epoch_progress(self, trainer: L.Trainer, batch_idx: int) -> float:
+        n = trainer.num_training_batches
+        return trainer.current_epoch + ((batch_idx + 1) / n if n and n != float("inf") else 0.0)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach())
+        self.train.append((pl_module.tokens_seen, value, self._epoch_progress(trainer, batch_idx)))
+        tb = _tensorboard(trainer)
+        if tb is not None and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            tb.add_scalar("loss_vs_tokens/train", value, pl_module.tokens_seen)
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics["val/loss"])
+        epoch = self._epoch_progress(trainer, trainer.fit_loop.epoch_loop.batch_idx)
+        self.val.append((pl_module.tokens_seen, value, epoch))
+        tb = _tensorboard(trainer)
+        if tb is not None:
+            tb.add_scalar("loss_vs_tokens/val", value, pl_module.tokens_seen)
+
+    @rank_zero_only
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.out_dir is not None and self.train:
+            plot_losses(self.train, self.val, self.out_dir / "loss.png")
+
+    def state_dict(self) -> dict:
+        return {"train": self.train, "val": self.val}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train, self.val = list(state["train"]), list(state["val"])
+
+
+def plot_losses(train, val, path: Path) -> Path:
+    """Loss against tokens seen with epochs on a second x-axis, as in "LLMs from scratch"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([t for t, _, _ in train], [v for _, v, _ in train], label="train loss", alpha=0.8)
+    if val:
+        ax.plot([t for t, _, _ in val], [v for _, v, _ in val], "o-", label="validation loss")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    top = ax.twiny()  # epochs, aligned with the tokens of each training point
+    top.plot([e for _, _, e in train], [v for _, v, _ in train], alpha=0)
+    top.set_xlabel("epochs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: every N steps (or at each validation), and once more when training ends,
+    so the file always holds the final state of a finished run."""
+
+    def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.global_step != self._last_global_step_saved:
+            trainer.save_checkpoint(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
+            self._last_global_step_saved = trainer.global_step

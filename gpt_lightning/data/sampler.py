@@ -1,0 +1,96 @@
+"""A distributed, seeded sampler that can resume in the middle of an epoch.
+
+Lightning's own mid-epoch resume restarts the epoch's data from its first batch. This
+sampler shards the indices across ranks itself (so the Trainer runs with
+``use_distributed_sampler=False``) and, once told how many batches of an epoch were
+already trained on, skips exactly those on the first pass of that epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    def __init__(self, num_items: int, *, shuffle: bool, seed: int, rank: int = 0,
+                 world_size: int = 1, pad: bool = True) -> None:
+        self.num_items, self.shuffle, self.seed = num_items, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, items to skip on this rank)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, epoch: int, items: int) -> None:
+        """Skip the first ``items`` of this rank's indices the next time ``epoch`` is iterated."""
+        self._skip = (epoch, items)
+
+    def __len__(self) -> int:
+        """Items this rank sees in a whole epoch (a resumed epoch yields fewer)."""
+        if self.pad:
+            return math.ceil(self.num_items / self.world_size)
+        return len(range(self.rank, self.num_items, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=g).tolist()
+        else:
+            order = list(range(self.num_items))
+        if self.pad:  # equal length on every rank, as DDP needs the same number of steps
+            total = len(self) * self.world_size
+            order += order[: total - len(order)]
+        mine = order[self.rank::self.world_size]
+        if self._skip is not None and self._skip[0] == self.epoch:
+            mine = mine[self._skip[1]:]
+            self._skip = None
+        return iter(mine)
+
+
+class ResumableDataModule(L.LightningDataModule):
+    """Counts the training batches of the current epoch and saves that in checkpoints.
+
+    The count is taken in ``on_before_batch_transfer``, i.e. when a batch is handed to
+    the training step, so the DataLoader's prefetching does not skew it. On restore the
+    train sampler skips what the interrupted run had already used.
+    """
+
+    batch_size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._position = (0, 0)  # (epoch, training batches used in it)
+        self._train_sampler: ResumableSampler | None = None
+
+    def make_sampler(self, num_items: int, train: bool, seed: int, shuffle: bool | None = None) -> ResumableSampler:
+        """Training: shuffled (unless ``shuffle`` is False), padded to equal length per rank,
+        resumable. Evaluation: in order, each rank a disjoint share, nothing repeated."""
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        shuffle = train if shuffle is None else shuffle
+        sampler = ResumableSampler(num_items, shuffle=shuffle, seed=seed, rank=rank, world_size=world, pad=train)
+        if train:
+            epoch, batches = self._position
+            if batches:
+                sampler.skip(epoch, batches * self.batch_size)
+            self._train_sampler = sampler
+        return sampler
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            epoch, batches = self._position
+            self._position = (trainer.current_epoch, batches + 1 if epoch == trainer.current_epoch else 1)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self._position[0], "batches": self._position[1]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._position = (int(state["epoch"]), int(state["batches"]))
