@@ -26,8 +26,8 @@ class SampleText(L.Callback):
 
     def __init__(self, prompt: str = "Every effort moves you", max_new_tokens: int = 40,
                  temperature: float = 0.0, top_k: int | None = None, out_dir: str | None = None,
-                 enabled: bool = True) -> None:
-        self.prompt, self.max_new_tokens = prompt, max_new_tokens
+                 enabled: bool = True, instruct: bool = False) -> None:
+        self.prompt, self.max_new_tokens, self.instruct = prompt, max_new_tokens, instruct
         self.temperature, self.top_k = temperature, top_k
         self.out_dir = Path(out_dir) if out_dir else None
         self.enabled = enabled
@@ -52,12 +52,17 @@ class SampleText(L.Callback):
         from .tokenizer import get_tokenizer
 
         tok = get_tokenizer()
-        ids = tok.encode(self.prompt)[-(model.config.context_length - self.max_new_tokens):]
+        text = self.prompt
+        if self.instruct:
+            from .template import format_prompt
+
+            text = format_prompt(self.prompt)
+        ids = tok.encode(text)[-(model.config.context_length - self.max_new_tokens):]
         was_training = model.training
         model.eval()
         try:
             out = generate(model, [ids], max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                           top_k=self.top_k or 0, seed=0)
+                           top_k=self.top_k or 0, seed=0, eos_id=tok.eot_id if self.instruct else None)
         finally:
             model.clear_kv_cache()
             model.train(was_training)
@@ -151,3 +156,20 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.global_step != self._last_global_step_saved:
             trainer.save_checkpoint(Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}")
             self._last_global_step_saved = trainer.global_step
+
+
+def log_text_table(trainer: L.Trainer, tag: str, jsonl: Path, limit: int = 10) -> None:
+    """The first ``limit`` rows of a JSON Lines file as a markdown table in TensorBoard's TEXT tab."""
+    import json
+
+    tb = _tensorboard(trainer)
+    if tb is None or not jsonl.is_file():
+        return
+    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()[:limit]]
+    if not rows:
+        return
+    keys = list(rows[0])
+    cell = lambda v: str(v).replace("|", "\\|").replace("\n", "<br>")  # noqa: E731
+    table = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    table += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
+    tb.add_text(tag, "\n".join(table), trainer.global_step)

@@ -370,8 +370,8 @@ def _decode_batch(model: GPT, rows: list[_Row], sampling: dict, stops: StopCrite
     mask = torch.arange(cache_len, device=device) >= (L - lengths).unsqueeze(1)  # (B, cache_len)
     padded = bool((lengths < L).any())
     positions = (mask[:, :L].cumsum(1) - 1).clamp(min=0) if padded else None  # (B, L)
-    logits = model(idx, input_pos=0, position_ids=positions,
-                   attention_mask=mask[:, :L] if padded else None)[:, -1]  # (B, V)
+    logits = model(idx, input_pos=0, position_ids=positions, attention_mask=mask[:, :L] if padded else None,
+                   last_only=True)[:, -1]  # (B, V)
     next_pos = lengths.unsqueeze(1)  # (B, 1) position of the token fed next
 
     seen = None
@@ -439,7 +439,7 @@ def _beam_search_one(model: GPT, prompt: list[int], budget: int, row: int, num_b
     """
     k, device = num_beams, model.wte.weight.device
     model.setup_kv_cache(k, len(prompt) + budget)
-    logits = model(torch.tensor([prompt], device=device), input_pos=0)[:, -1]  # (1, V): one beam yet
+    logits = model(torch.tensor([prompt], device=device), input_pos=0, last_only=True)[:, -1]  # (1, V): one beam yet
     vocab = logits.shape[-1]
     beams, scores = [[]], torch.zeros(1, device=device)  # new tokens and summed log-probs per beam
     seen = None

@@ -108,6 +108,8 @@ def build_model(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] =
     requested = _requested_model(model_cfg)
     if name == "scratch":
         return GPT(GPTConfig(**requested))
+    if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
+        _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
     weights = _hub_weights(name, path) if name in HUB_WEIGHTS else _checkpoint_weights(path)
     return weights.load(_merge(weights.label, weights.config, requested, explicit))
 

@@ -46,11 +46,16 @@ class GPTLitModule(L.LightningModule):
 
     # ---- steps --------------------------------------------------------------------
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss over non-ignored targets, number of such targets)."""
+        """(mean loss over non-ignored targets, number of such targets).
+
+        A batch with no target left (every response cut off) gives loss 0, not NaN.
+        """
         logits = self._forward(batch["input_ids"])  # (B, T, V)
         targets = batch["targets"]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, (targets != IGNORE_INDEX).sum()
+        total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
+                                reduction="sum")
+        count = (targets != IGNORE_INDEX).sum()
+        return total / count.clamp(min=1), count
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Dropout masks depend only on (seed, batch number, rank), so a resumed run draws

@@ -221,7 +221,7 @@ class GPT(nn.Module):
     # ---- forward --------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, *, input_pos: int | None = None,
                 position_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
         """Logits (B, T, V) for token ids ``idx`` (B, T).
 
         input_pos: with a KV cache, where these tokens start in the sequence (0 for a
@@ -230,6 +230,8 @@ class GPT(nn.Module):
             ``input_pos`` (or 0). Left-padded batches pass per-row positions.
         attention_mask: (B, S) with 1 for real tokens and 0 for padding over every key
             position visible to this call (S = input_pos + T with a cache, else T).
+        last_only: logits (B, 1, V) of the last position only, which is all that generation
+            needs; the LM head over every prompt position is a large part of a prefill.
         """
         B, T = idx.shape
         start = input_pos or 0
@@ -250,6 +252,8 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, input_pos, mask, use_reentrant=False)
             else:
                 x = block(x, input_pos, mask)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     @staticmethod

@@ -123,7 +123,8 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
     ]
     if c.samples.enabled:
         callbacks.append(SampleText(prompt=c.samples.prompt, max_new_tokens=c.samples.max_new_tokens,
-                                    temperature=c.samples.temperature, top_k=c.samples.top_k, out_dir=str(out)))
+                                    temperature=c.samples.temperature, top_k=c.samples.top_k, out_dir=str(out),
+                                    instruct=c.samples.get("instruct", False)))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))
     return callbacks

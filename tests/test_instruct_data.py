@@ -216,15 +216,19 @@ def test_training_order_is_shuffled_but_seeded(module):
     assert not torch.equal(first[0], unshuffled)
 
 
-def test_train_loader_accepts_a_distributed_sampler(module):
-    from lightning.pytorch.utilities.data import _update_dataloader
-    from torch.utils.data import DistributedSampler
+def test_train_loader_shards_across_ranks(module, monkeypatch):
+    """Under DDP each rank reads its own half of the shuffled training records."""
+    import types
 
-    loader = module.train_dataloader()
-    sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=1, shuffle=True, seed=0)
-    rank_loader = _update_dataloader(loader, sampler)  # what Lightning does under DDP
-    assert len(rank_loader.dataset) == 935 and len(list(rank_loader.sampler)) == 468
-    assert set(next(iter(rank_loader))) == {"input_ids", "targets", "num_target_tokens"}
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(module, "trainer", types.SimpleNamespace(
+            global_rank=rank, world_size=2, training=True, current_epoch=0))
+        loader = module.train_dataloader()
+        shares.append(list(loader.sampler))
+    assert len(shares[0]) == len(shares[1]) == 468  # 935 records, padded to an even split
+    assert len(set(shares[0]) | set(shares[1])) == 935
+    assert set(next(iter(loader))) == {"input_ids", "targets", "num_target_tokens"}
 
 
 def test_short_max_length_cuts_records_and_reports_them_once(caplog):

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
@@ -33,6 +32,7 @@ from ..download import fetch_dataset
 from ..errors import ConfigError, bad_value
 from ..template import PromptTemplate, template_from_config
 from ..tokenizer import EOT_ID, Tokenizer, get_tokenizer
+from .sampler import ResumableDataModule
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class InstructCollator:
 
 
 # ----------------------------------------------------------------------------- data module
-class InstructDataModule(L.LightningDataModule):
+class InstructDataModule(ResumableDataModule):
     """Instruction records split into train/val/test and served as padded, masked batches.
 
     Arguments are the ``data`` config node (``conf/data/instruct.yaml``). ``max_length``
@@ -296,14 +296,14 @@ class InstructDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        """A plain DataLoader, so Lightning can swap in a DistributedSampler under DDP."""
+        """Batches of one split; each rank reads its own share (see ``ResumableSampler``)."""
         if split not in self._examples:
             raise RuntimeError(f"InstructDataModule.setup() must run before the {split} dataloader is built")
+        examples = self._examples[split]
         return DataLoader(
-            self._examples[split],
+            examples,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=self.make_sampler(len(examples), train=split == "train", seed=self.seed, shuffle=shuffle),
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

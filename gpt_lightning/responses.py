@@ -1,0 +1,58 @@
+"""After fine-tuning: greedy responses for held-out instructions, written as JSON Lines."""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .generation import generate
+from .model import GPT
+from .template import PromptTemplate
+from .tokenizer import get_tokenizer
+
+
+@torch.inference_mode()
+def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplate, path: Path, *,
+                    max_new_tokens: int = 256, batch_size: int = 8, device: torch.device | str = "cpu") -> dict:
+    """Answer every record greedily (batched, stopping at ``<|endoftext|>``) into ``path``.
+
+    Each line: instruction, input, output (the reference), response. Returns a summary:
+    count, mean response tokens, exact matches with the reference, and seconds taken.
+    """
+    tok = get_tokenizer()
+    original = next(model.parameters()).device
+    model.to(device)
+    rows, new_tokens, exact = [], 0, 0
+    start = time.perf_counter()
+    try:
+        for i in range(0, len(records), batch_size):
+            batch = records[i:i + batch_size]
+            prompts = [tok.encode(template.format_prompt(r["instruction"], r.get("input", ""))) for r in batch]
+            with warnings.catch_warnings():  # a response cut by the context length is expected here
+                warnings.filterwarnings("ignore", message=".*leaves room for.*")
+                outs = generate(model, prompts, max_new_tokens=max_new_tokens, temperature=0.0, eos_id=tok.eot_id)
+            for record, out in zip(batch, outs):
+                ids = [t for t in out if t != tok.eot_id]
+                response = tok.decode(ids).strip()
+                new_tokens += len(ids)
+                exact += response == record["output"].strip()
+                rows.append({"instruction": record["instruction"], "input": record.get("input", ""),
+                             "output": record["output"], "response": response})
+    finally:
+        model.to(original)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {
+        "responses_file": str(path),
+        "responses": len(rows),
+        "response_mean_tokens": round(new_tokens / max(1, len(rows)), 1),
+        "response_exact_match": exact,
+        "responses_time_s": round(time.perf_counter() - start, 1),
+    }

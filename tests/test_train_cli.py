@@ -1,0 +1,62 @@
+"""train.py as a user runs it: smoke mode, DDP on CPU, sweeps, and sweeps with DDP."""
+
+import json
+from pathlib import Path
+
+from conftest import run_script
+
+SMOKE = ["debug=smoke", "trainer.enable_progress_bar=false", "logger=csv", "callbacks.samples.enabled=false"]
+
+
+def _results(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
+
+
+def test_smoke_mode_runs_every_path(tmp_path):
+    proc = run_script("train.py", ["debug=smoke", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"],
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    for name in ("result.json", "loss.png", "samples.txt", "config.yaml", "export/model.safetensors",
+                 "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "result.json").read_text())["global_step"] == 4
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    proc = run_script("train.py", SMOKE + ["trainer.devices=2", "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path}/run"],
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    # two ranks of 2 windows of 32 tokens per step, 4 steps
+    assert result["tokens_seen"] == 2 * 2 * 64 * 4
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr  # rank 1 joined the process group
+
+
+def test_multirun_two_by_two(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_script("train.py", ["-m", *SMOKE, "model.n_layers=1,2", "model.n_heads=2,4", f"hydra.sweep.dir={sweep}"],
+                      cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _results(sweep)
+    assert sorted(tuple(r["overrides"][-2:]) for r in results) == sorted(
+        (f"model.n_layers={layers}", f"model.n_heads={heads}") for layers in (1, 2) for heads in (2, 4))
+    assert len({r["params"] for r in results}) == 2  # heads do not change the count, layers do
+    summary = (sweep / "summary.md").read_text().splitlines()
+    assert len(summary) == 2 + 4 and all("ok" in row for row in summary[2:])
+    assert (sweep / "summary.csv").is_file()
+
+
+def test_multirun_with_ddp_runs_each_job_once_with_two_ranks(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_script("train.py", ["-m", *SMOKE, "model.n_layers=1,2", "trainer.devices=2", "trainer.accelerator=cpu",
+                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=400)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert output.count("Launching 2 jobs locally") == 1  # rank 1 did not start a sweep of its own
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert len(jobs) == 2, jobs
+    for result in _results(sweep):
+        assert result["tokens_seen"] == 2 * 2 * 64 * 4  # both ranks trained in every job
+    # nothing was written outside the sweep folder (a stray sweep or run of rank 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
