@@ -85,13 +85,20 @@ class GPTLitModule(L.LightningModule):
                 self.log("train/mfu", rate * self._flops_per_token() / peak, on_step=True, on_epoch=False)
         self._window = (now, self.tokens_seen)
 
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # gradients are unscaled here (AMP) and not yet clipped: the true norm
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if grads:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip by norm and log that norm: one pass over the gradients for both.
+
+        Lightning calls this after unscaling (AMP) and before the optimizer step, so the
+        logged train/grad_norm is the true norm before clipping.
+        """
+        from lightning.pytorch.strategies import FSDPStrategy
+
         self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False)
+        if gradient_clip_algorithm not in (None, "norm") or isinstance(self.trainer.strategy, FSDPStrategy):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        max_norm = float(gradient_clip_val) if gradient_clip_val else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), max_norm, foreach=True)
+        self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
 
     def on_validation_epoch_start(self) -> None:
         self._val_sum = torch.zeros((), device=self.device, dtype=torch.float64)

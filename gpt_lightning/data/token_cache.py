@@ -2,9 +2,10 @@
 
 The cache file is named by a hash of the files' contents and of the tokenizer, so a
 changed file or tokenizer makes a new cache and an unchanged one is reused. Tokenizing
-streams each file in blocks (memory does not grow with the corpus) split at places where
-GPT-2's pre-tokenizer would split anyway (a newline followed by a non-space character),
-so the ids equal those of tokenizing each file whole. tiktoken encodes the pieces of a
+streams each file in blocks (memory does not grow with the corpus) split where GPT-2's
+pre-tokenizer splits anyway: just before a newline that is followed by a non-space
+character (its regex ends a whitespace run one character early there, and that last
+newline stands alone), so the ids equal those of tokenizing each file whole. tiktoken encodes the pieces of a
 block on several threads. Files are joined with ``<|endoftext|>``.
 """
 
@@ -126,8 +127,8 @@ def _split_safely(text: str, final: bool) -> tuple[list[str], str]:
         m = _SAFE_SPLIT.search(text, start + PIECE_CHARS)
         if m is None:
             break
-        pieces.append(text[start:m.end()])
-        start = m.end()
+        pieces.append(text[start:m.start()])
+        start = m.start()
     tail = text[start:]
     if final:
         return pieces + ([tail] if tail else []), ""
@@ -141,8 +142,8 @@ def _split_safely(text: str, final: bool) -> tuple[list[str], str]:
 
 def _last_safe_split(text: str) -> int:
     last = 0
-    for m in _SAFE_SPLIT.finditer(text):
-        last = m.end()
+    for m in _SAFE_SPLIT.finditer(text, 1):
+        last = m.start()
     return last
 
 

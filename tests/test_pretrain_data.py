@@ -1,0 +1,178 @@
+"""Sliding windows, the memory-mapped token cache, the resumable sampler, bad data."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import data_dir
+from gpt_lightning import ConfigError, get_tokenizer
+from gpt_lightning.data import token_cache
+from gpt_lightning.data.pretrain import PretrainDataModule
+from gpt_lightning.data.sampler import ResumableSampler
+from gpt_lightning.schedule import lr_at, warmup_steps_from
+
+
+def _module(tmp_path, **kwargs):
+    kwargs.setdefault("cache", str(tmp_path / "tokens"))
+    kwargs.setdefault("progress", False)
+    return PretrainDataModule(**kwargs)
+
+
+def test_verdict_windows_counts_strides_and_shifted_targets(tmp_path):
+    dm = _module(tmp_path, name="verdict", max_length=64, stride=16, val_fraction=0.1)
+    dm.setup()
+    ids = get_tokenizer().encode((data_dir() / "the-verdict.txt").read_text(encoding="utf-8"))
+    assert dm.num_tokens == len(ids) == 5145
+    split = int(5145 * 0.9)
+    assert len(dm.train_set) == (split - 64 - 1) // 16 + 1
+    assert len(dm.val_set) == (5145 - split - 64 - 1) // 64 + 1  # validation never overlaps
+    for i in (0, 1, len(dm.train_set) - 1):
+        item = dm.train_set[i]
+        start = i * 16
+        assert item["input_ids"].tolist() == ids[start:start + 64]
+        assert item["targets"].tolist() == ids[start + 1:start + 65]
+    first_val = dm.val_set[0]
+    assert first_val["input_ids"].tolist() == ids[split:split + 64]
+    assert first_val["input_ids"].dtype == torch.long
+
+
+def test_token_cache_is_reused_and_keyed_by_content(tmp_path, monkeypatch):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Every effort moves you. " * 200)
+    first = token_cache.tokenize_to_cache([corpus], tmp_path / "cache", progress=False)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again although nothing changed")
+
+    monkeypatch.setattr(token_cache, "_tokenize_file", no_tokenizing)
+    assert token_cache.tokenize_to_cache([corpus], tmp_path / "cache", progress=False) == first
+    monkeypatch.undo()
+    corpus.write_text("Other words entirely. " * 200)
+    second = token_cache.tokenize_to_cache([corpus], tmp_path / "cache", progress=False)
+    assert second != first and isinstance(token_cache.load_tokens(second), np.memmap)
+
+
+def test_streamed_tokenization_equals_whole_file(tmp_path, monkeypatch):
+    """Blocks and pieces far smaller than the file give exactly tiktoken's ids of the whole text."""
+    monkeypatch.setattr(token_cache, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(token_cache, "PIECE_CHARS", 300)
+    text = (data_dir() / "the-verdict.txt").read_text(encoding="utf-8")
+    text += "\n\n  indented line\n\ttab\nnaïve café 日本語 🤖\n" * 20
+    path = tmp_path / "mixed.txt"
+    path.write_text(text, encoding="utf-8")
+    cached = token_cache.tokenize_to_cache([path], tmp_path / "cache", progress=False)
+    assert token_cache.load_tokens(cached).tolist() == get_tokenizer().encode(text)
+
+
+def test_folder_and_glob_join_files_with_endoftext(tmp_path):
+    books = tmp_path / "books"
+    (books / "sub").mkdir(parents=True)
+    (books / "a.txt").write_text("first book")
+    (books / "sub" / "b.txt").write_text("second book")
+    tok = get_tokenizer()
+    expected = tok.encode("first book") + [tok.eot_id] + tok.encode("second book")
+    for spec in (str(books), str(books / "**" / "*.txt")):
+        files = token_cache.expand_paths(spec)
+        cached = token_cache.tokenize_to_cache(files, tmp_path / "cache", progress=False)
+        assert token_cache.load_tokens(cached).tolist() == expected
+
+
+def test_text_data_module_reads_windows_without_loading_the_corpus(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog\n" * 3000)
+    dm = _module(tmp_path, name="text", path=str(path), max_length=128, batch_size=4)
+    dm.setup()
+    assert isinstance(token_cache.load_tokens(dm.token_file), np.memmap)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape == (4, 128)
+    assert torch.equal(batch["input_ids"][:, 1:], batch["targets"][:, :-1])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "matches no file"),
+    ("empty", "is empty"),
+    ("latin1", "is not UTF-8 text (bad byte at offset 3)"),
+    ("short", "has 7 tokens"),
+])
+def test_bad_data_names_the_file(tmp_path, case, message):
+    path = tmp_path / f"{case}.txt"
+    if case == "empty":
+        path.write_text("")
+    elif case == "latin1":
+        path.write_bytes("café au lait".encode("latin-1"))
+    elif case == "short":
+        path.write_text("only a few words in this file")
+    dm = _module(tmp_path, name="text", path=str(path), max_length=64)
+    with pytest.raises(ConfigError) as err:
+        dm.setup()
+    text = str(err.value)
+    assert message in text and "\n" not in text
+    if case != "missing":
+        assert str(path) in text
+    if case == "short":
+        assert "data.max_length<=" in text
+
+
+def test_missing_corpus_offline_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPT_LIGHTNING_DATA_DIR", raising=False)
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "empty-cache"))
+    from gpt_lightning import download
+
+    monkeypatch.setitem(download.DATASETS, "the-verdict.txt",
+                        download.Source("http://127.0.0.1:9/the-verdict.txt", "0" * 64, 20479))
+    with pytest.raises(ConfigError, match="GPT_LIGHTNING_DATA_DIR.*data.path="):
+        _module(tmp_path, name="verdict").setup()
+
+
+def test_bad_keys_are_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="data.name"):
+        _module(tmp_path, name="wikipedia")
+    with pytest.raises(ConfigError, match="data.stride=0"):
+        _module(tmp_path, stride=0)
+    with pytest.raises(ConfigError, match="data.val_fraction"):
+        _module(tmp_path, val_fraction=1.5)
+
+
+def test_sampler_shards_pads_and_resumes():
+    full = [list(ResumableSampler(10, shuffle=True, seed=1, rank=r, world_size=3)) for r in range(3)]
+    assert [len(s) for s in full] == [4, 4, 4]  # padded to equal length
+    assert set(sum(full, [])) == set(range(10))
+    again = ResumableSampler(10, shuffle=True, seed=1, rank=1, world_size=3)
+    again.skip(0, 2)
+    assert list(again) == full[1][2:]  # resumed mid-epoch
+    assert list(again) == full[1]  # the skip applies once
+    other_epoch = ResumableSampler(10, shuffle=True, seed=1)
+    other_epoch.set_epoch(1)
+    assert list(other_epoch) != list(ResumableSampler(10, shuffle=True, seed=1))
+    evaluation = [list(ResumableSampler(10, shuffle=False, seed=1, rank=r, world_size=3, pad=False)) for r in range(3)]
+    assert sorted(sum(evaluation, [])) == list(range(10))  # every item exactly once
+
+
+def test_schedule_formula():
+    kw = dict(peak_lr=1e-3, min_lr=1e-4, warmup_steps=10, total_steps=110)
+    assert lr_at(0, **kw) == pytest.approx(1e-4)
+    assert lr_at(9, **kw) == pytest.approx(1e-3)
+    assert lr_at(10, **kw) == pytest.approx(1e-3)
+    assert lr_at(60, **kw) == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(110, **kw) == pytest.approx(1e-4)
+    assert lr_at(500, **kw) == pytest.approx(1e-4)
+    assert warmup_steps_from(0.1, 200) == 20 and warmup_steps_from(7, 200) == 7
+    with pytest.raises(ConfigError, match="optim.warmup"):
+        warmup_steps_from(-1, 100)
+
+
+def test_safe_split_points_never_change_the_ids(monkeypatch):
+    """Whitespace-heavy random strings, cut into pieces of ~5 characters, tokenize as a whole."""
+    import random
+
+    monkeypatch.setattr(token_cache, "PIECE_CHARS", 5)
+    tok = get_tokenizer()
+    alphabet = ["a", "bc", " ", "  ", "\n", "\n\n", "\t", ".", "'s", "1", "é", "\r\n", " \n", "日"]
+    for seed in range(500):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60)))
+        pieces, tail = token_cache._split_safely(text, final=True)
+        assert tail == "" and "".join(pieces) == text
+        assert [i for piece in pieces for i in tok.encode(piece)] == tok.encode(text), repr(text)
