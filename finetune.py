@@ -5,12 +5,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpt_lightning.callbacks import log_text_table
+from gpt_lightning.lora import apply_lora
 from gpt_lightning.pipeline import build_model, check_lengths, fit, main_guard
 from gpt_lightning.responses import write_responses
 
 
 def run(cfg: DictConfig) -> dict:
     model = build_model(cfg)
+    lora = cfg.finetune.lora
+    if lora.rank:
+        apply_lora(model, lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
     datamodule = instantiate(cfg.data)
     if datamodule.max_length is None:
         datamodule.max_length = model.config.context_length

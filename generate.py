@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gpt_lightning.errors import ConfigError, bad_value
-from gpt_lightning.generation import StreamDecoder, check_settings, generate, trim_at_stop
+from gpt_lightning.generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
 from gpt_lightning.init import ARCH_KEYS, build_model
 from gpt_lightning.model import GPT
 from gpt_lightning.template import format_prompt
@@ -104,7 +104,8 @@ def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: T
     if model.config.vocab_size < tok.vocab_size:
         raise bad_value("model.vocab_size", model.config.vocab_size,
                         f"at least {tok.vocab_size} to use the GPT-2 tokenizer")
-    return model.to(device=device, dtype=dtype).eval()
+    model = model.to(device=device, dtype=dtype).eval()
+    return to_inference_layout(model) if device.type == "cpu" else model  # faster CPU GEMMs, same results
 
 
 # ---- prompts --------------------------------------------------------------------------------

@@ -1,9 +1,15 @@
 """New tokens/s of our KV-cache greedy generation vs transformers' GPT2LMHeadModel.generate.
 
-Both models hold the same random weights (ours is built, exported with save_pretrained and
-loaded by transformers with SDPA attention). Runs alternate ours/HF, the order flipping
-every repeat, and the medians are reported, so a slow start or thermal drift hits both.
-Each run decodes exactly --new-tokens per row (no eos), greedy, use_cache=True.
+All engines hold the same random weights (ours is built, exported with save_pretrained and
+loaded by transformers with SDPA attention). Every run decodes exactly --new-tokens per row
+(no eos), greedy, with a KV cache (use_cache=True for transformers). Engines take turns
+within each repeat, in a rotating order, and medians are reported, so a noisy neighbour
+or a slow start hits all of them alike. Engines:
+
+    ours         generate() on the model as loaded
+    ours+layout  the same after to_inference_layout(model), which generate.py applies on
+                 CPUs: weights stored (in, out) like GPT-2's Conv1D, for faster CPU GEMMs
+    hf           GPT2LMHeadModel.generate
 
     python benchmarks/bench_generate.py                       # 124M, batch 1 and 8, CPU
     python benchmarks/bench_generate.py --device cuda --dtype bfloat16 --new-tokens 256
@@ -12,6 +18,7 @@ Each run decodes exactly --new-tokens per row (no eos), greedy, use_cache=True.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import tempfile
@@ -24,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
-from gpt_lightning.generation import generate  # noqa: E402
+from gpt_lightning.generation import generate, to_inference_layout  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,18 +42,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64, help="tokens generated per row")
     p.add_argument("--prompt-len", type=int, default=32, help="prompt tokens per row")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="rows per generate call")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per engine and batch size")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per engine and batch size")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     return p.parse_args()
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def build_models(args, folder: Path):
+def build_engines(args, folder: Path) -> dict:
+    """name -> (function, model), all with the same weights."""
     import transformers
 
     torch.manual_seed(0)
@@ -58,7 +61,8 @@ def build_models(args, folder: Path):
     hf = hf.to(device).eval()
     hf.generation_config.eos_token_id = None  # decode exactly --new-tokens, like ours (eos_id=None)
     hf.generation_config.pad_token_id = 0
-    return ours, hf
+    return {"ours": (run_ours, ours), "ours+layout": (run_ours, to_inference_layout(copy.deepcopy(ours))),
+            "hf": (run_hf, hf)}
 
 
 def run_ours(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
@@ -68,54 +72,52 @@ def run_ours(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
 def run_hf(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
     with torch.inference_mode():
         out = model.generate(prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=new_tokens,
-                             min_new_tokens=0, do_sample=False, use_cache=True)
+                             do_sample=False, use_cache=True)
     return out[:, prompts.shape[1]:].tolist()
 
 
-def timed(fn, *args) -> tuple[float, list[list[int]]]:
-    device = args[1].device
-    sync(device)
+def timed(fn, model, prompts: torch.Tensor, new_tokens: int) -> float:
+    if prompts.device.type == "cuda":
+        torch.cuda.synchronize(prompts.device)
     start = time.perf_counter()
-    out = fn(*args)
-    sync(device)
-    return time.perf_counter() - start, out
+    fn(model, prompts, new_tokens)
+    if prompts.device.type == "cuda":
+        torch.cuda.synchronize(prompts.device)
+    return time.perf_counter() - start
 
 
 def main() -> None:
     args = parse_args()
     warnings.filterwarnings("ignore")
-    device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        ours, hf = build_models(args, Path(tmp))
-    cfg = ours.config
+        engines = build_engines(args, Path(tmp))
+    cfg = engines["ours"][1].config
     if args.prompt_len + args.new_tokens > cfg.context_length:
         sys.exit(f"error: --prompt-len + --new-tokens must fit context_length={cfg.context_length}")
-    print(f"{args.size} ({ours.num_params() / 1e6:.0f}M) on {args.device}, {args.dtype}, "
+    print(f"{args.size} ({engines['ours'][1].num_params() / 1e6:.0f}M) on {args.device}, {args.dtype}, "
           f"{torch.get_num_threads()} threads; prompt {args.prompt_len}, {args.new_tokens} new tokens, "
-          f"{args.repeats} interleaved repeats, medians")
+          f"{args.repeats} interleaved repeats, medians", flush=True)
     g = torch.Generator().manual_seed(1)
-    engines = {"ours": run_ours, "hf": run_hf}
+    names = list(engines)
     rates: dict[tuple[str, int], list[float]] = {}
     for bs in args.batch_sizes:
-        prompts = torch.randint(0, cfg.vocab_size, (bs, args.prompt_len), generator=g).to(device)
-        outs = {name: fn(model, prompts, args.new_tokens)  # warm-up, and the same tokens?
-                for (name, fn), model in zip(engines.items(), (ours, hf))}
-        same = outs["ours"] == outs["hf"]
-        print(f"batch {bs}: greedy tokens identical to HF: {'yes' if same else 'NO'}")
+        prompts = torch.randint(0, cfg.vocab_size, (bs, args.prompt_len), generator=g).to(args.device)
+        outs = {name: fn(model, prompts, args.new_tokens) for name, (fn, model) in engines.items()}  # warm-up
+        same = all(outs[name] == outs["hf"] for name in names)
+        print(f"batch {bs}: greedy tokens of all engines identical: {'yes' if same else 'NO'}", flush=True)
         for r in range(args.repeats):
-            order = list(zip(engines.items(), (ours, hf)))
-            for (name, fn), model in (order if r % 2 == 0 else order[::-1]):
-                seconds, _ = timed(fn, model, prompts, args.new_tokens)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                seconds = timed(*engines[name], prompts, args.new_tokens)
                 rates.setdefault((name, bs), []).append(bs * args.new_tokens / seconds)
     print()
+    median = {key: statistics.median(runs) for key, runs in rates.items()}
     for bs in args.batch_sizes:
-        for name in engines:
-            runs = rates[(name, bs)]
-            print(f"batch {bs:>2}  {name:<4}  {statistics.median(runs):8.1f} new tokens/s  "
-                  f"(runs: {', '.join(f'{x:.1f}' for x in runs)})")
+        for name in names:
+            runs = ", ".join(f"{x:.1f}" for x in rates[(name, bs)])
+            print(f"batch {bs:>2}  {name:<11} {median[(name, bs)]:8.1f} new tokens/s  (runs: {runs})")
     for bs in args.batch_sizes:
-        ratio = statistics.median(rates[("ours", bs)]) / statistics.median(rates[("hf", bs)])
-        print(f"batch {bs:>2}  ours/HF = {ratio:.2f}x")
+        print(f"batch {bs:>2}  ours/HF = {median[('ours', bs)] / median[('hf', bs)]:.2f}x   "
+              f"ours+layout/HF = {median[('ours+layout', bs)] / median[('hf', bs)]:.2f}x")
 
 
 if __name__ == "__main__":

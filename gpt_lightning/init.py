@@ -30,6 +30,7 @@ import torch
 from .download import DownloadError, Source, cache_dir, download, verify
 from .errors import ConfigError, bad_value
 from .hf_io import load_pretrained, read_config
+from .lora import merge_lora_state
 from .model import GPT, GPTConfig
 
 WEIGHTS_DIR_ENV = "GPT_LIGHTNING_WEIGHTS_DIR"
@@ -260,6 +261,7 @@ def _lightning_weights(path: Path) -> _Weights:
     # "model." is the LightningModule attribute; "_orig_mod." appears when it was torch.compile'd
     state = {k.removeprefix("model.").removeprefix("_orig_mod."): v
              for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = merge_lora_state(state)  # a LoRA fine-tune loads as plain GPT-2 weights
     return _Weights(f"init=checkpoint ({path})", config, partial(_model_from_state, state, path))
 
 

@@ -118,13 +118,15 @@ class GPTLitModule(L.LightningModule):
     # ---- optimizer and schedule ---------------------------------------------------
     def configure_optimizers(self):
         o = self.optim
+        # By module type, not by tensor shape: FSDP's local shards of a matrix are 1-D.
+        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
+        embedding = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
+        for p in self.model.parameters():  # the tied head is the token embedding, listed once
             if not p.requires_grad:
                 continue
-            is_matrix = p.dim() >= 2 and not name.startswith(("wte.", "wpe."))
-            is_embedding = name.startswith(("wte.", "wpe."))
-            (decay if is_matrix or (is_embedding and o["decay_embeddings"]) else no_decay).append(p)
+            decayed = o["decay_embeddings"] if id(p) in embedding else id(p) in linear
+            (decay if decayed else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"
         optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=fused)

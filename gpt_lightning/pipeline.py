@@ -33,6 +33,7 @@ from .errors import ConfigError, bad_value
 from .init import ARCH_KEYS
 from .init import build_model as init_model
 from .lit_module import GPTLitModule, perplexity
+from .lora import merge_lora_state
 from .model import GPT, GPTConfig
 from .sweep import RESULT_FILE
 
@@ -162,6 +163,7 @@ def export_model(trainer: L.Trainer, module: GPTLitModule, folder: Path) -> Path
     if not trainer.is_global_zero:
         return None
     weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
+    weights = merge_lora_state(weights)  # LoRA updates folded into plain weights
     model = GPT(GPTConfig.from_dict(module.model.config.to_dict()))
     model.load_state_dict(weights)
     return model.save_pretrained(folder)

@@ -9,7 +9,8 @@ import torch
 
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.generation import (StopCriteria, StreamDecoder, apply_repetition_penalty, beam_search,
-                                      filter_top_k, filter_top_p, generate, process_logits, sample, trim_at_stop)
+                                      filter_top_k, filter_top_p, generate, process_logits, sample,
+                                      to_inference_layout, trim_at_stop)
 
 VOCAB = 97
 PROMPTS = [[5, 17, 42, 8, 3], [1], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71], [7, 7, 60]]
@@ -90,6 +91,23 @@ def test_model_mode_is_restored_and_cache_removed():
     model = tiny_model().train()
     generate(model, [[1, 2]], max_new_tokens=3, temperature=0.0)
     assert model.training and all(b.attn.cache is None for b in model.blocks)
+
+
+def test_inference_layout_changes_memory_order_only(tmp_path):
+    model = tiny_model(seed=3)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    idx = torch.randint(0, VOCAB, (2, 20))
+    with torch.no_grad():
+        logits = model(idx)
+    expected = generate(model, PROMPTS, max_new_tokens=20, temperature=0.0)
+    to_inference_layout(model)
+    assert model.blocks[0].mlp.fc.weight.stride() == (1, 128) and model.lm_head.weight is model.wte.weight
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        assert (model(idx) - logits).abs().max().item() < 1e-5
+    assert generate(model, PROMPTS, max_new_tokens=20, temperature=0.0) == expected
+    again = GPT.from_pretrained(model.save_pretrained(tmp_path / "export"))
+    assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
 
 
 # ---- sampling ----------------------------------------------------------------------------

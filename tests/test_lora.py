@@ -1,0 +1,59 @@
+"""LoRA: starts as the base model, trains only adapters, merges into plain GPT-2 weights."""
+
+import pytest
+import torch
+
+import finetune
+from conftest import compose_config
+from gpt_lightning import GPT, ConfigError
+from gpt_lightning.init import build_model
+from gpt_lightning.lora import LoRALinear, apply_lora, merge_lora_state
+
+
+def test_lora_starts_as_the_base_and_trains_only_adapters(tiny_config):
+    torch.manual_seed(0)
+    base = GPT(tiny_config).eval()
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 12))
+    before = base(idx)
+    model = apply_lora(base, rank=4, alpha=8)
+    assert torch.equal(model(idx), before)  # B starts at zero
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.endswith(("lora_a", "lora_b")) for n in trainable)
+    c, r = tiny_config.n_embd, 4
+    per_block = r * (c + 3 * c) + r * (c + c) + r * (c + 4 * c) + r * (4 * c + c)  # qkv, proj, fc, mlp.proj
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == per_block * tiny_config.n_layers
+
+
+def test_merged_state_gives_the_same_logits(tiny_config):
+    torch.manual_seed(0)
+    model = apply_lora(GPT(tiny_config), rank=2, alpha=4).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_b.normal_(0, 0.1)
+    idx = torch.randint(0, tiny_config.vocab_size, (2, 12))
+    merged = GPT(tiny_config).eval()
+    merged.load_state_dict(merge_lora_state(model.state_dict()))
+    assert (merged(idx) - model(idx)).abs().max() < 1e-5
+
+
+def test_bad_rank_is_a_config_error(tiny_config):
+    with pytest.raises(ConfigError, match="finetune.lora.rank"):
+        apply_lora(GPT(tiny_config), rank=-1)
+
+
+def test_finetune_with_lora_exports_merged_weights(tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_config("finetune", out, [
+        "init=scratch", "model=gpt2_tiny", "debug=smoke", "finetune.lora.rank=4", "optim.lr=1e-2",
+        "trainer.enable_progress_bar=false", "logger=none", "callbacks.samples.enabled=false"])
+    finetune.run(cfg)
+    exported = GPT.from_pretrained(out / "export").eval()
+    from_ckpt = build_model({"name": "checkpoint", "path": str(out / "checkpoints" / "last.ckpt")}, {})
+    for (name, a), b in zip(exported.state_dict().items(), from_ckpt.state_dict().values()):
+        assert torch.equal(a, b), name
+    torch.manual_seed(123)  # the seed of the run: the scratch weights before fine-tuning
+    initial = build_model({"name": "scratch", "path": None},
+                          {k: v for k, v in cfg.model.items() if k != "name"})
+    assert torch.equal(exported.wte.weight, initial.wte.weight)  # frozen
+    assert not torch.equal(exported.blocks[0].attn.qkv.weight, initial.blocks[0].attn.qkv.weight)  # merged update
