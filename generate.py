@@ -14,12 +14,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
-from gpt_lightning.init import ARCH_KEYS, build_model
+from gpt_lightning.init import build_model, explicit_model_keys
 from gpt_lightning.model import GPT
 from gpt_lightning.template import format_prompt
 from gpt_lightning.tokenizer import Tokenizer, get_tokenizer
@@ -82,19 +81,6 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise bad_value("dtype", name, f"auto or one of {list(DTYPES)}")
     return DTYPES[name]
-
-
-def explicit_model_keys() -> set[str]:
-    """Model keys set on the command line (``model=<size>`` sets all of them), which must
-    agree with loaded weights instead of being replaced by theirs."""
-    keys: set[str] = set()
-    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else ():
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == "model":
-            keys.update(ARCH_KEYS)
-        elif key.startswith("model."):
-            keys.add(key.split(".", 1)[1])
-    return keys
 
 
 def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer) -> GPT:

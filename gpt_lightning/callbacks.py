@@ -38,8 +38,8 @@ class SampleText(L.Callback):
             return
         text = self.sample(pl_module.model)
         step = trainer.global_step
-        line = f"[step {step}, {pl_module.tokens_seen:,} tokens] {self.prompt}{text}"
-        print("\n" + line.replace("\n", " "), flush=True)
+        line = f"[step {step}, {pl_module.tokens_seen:,} tokens] {self.prompt}{text}".replace("\n", " ")
+        print("\n" + line, flush=True)
         tb = _tensorboard(trainer)
         if tb is not None:
             tb.add_text("samples", f"**{self.prompt}**{text}", step)

@@ -292,3 +292,21 @@ def _existing_path(path: Path, suffixes: str | tuple[str, ...], kinds: str) -> P
     if not path.name.endswith(suffixes):
         raise bad_value("init.path", str(path), f"expected {kinds}")
     return path
+
+
+def explicit_model_keys() -> set[str]:
+    """Model keys the user set on the command line of the running Hydra app.
+
+    ``model=<size>`` counts as setting every architecture key. These keys must agree with
+    loaded weights; the others are replaced by the weights' values.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    keys: set[str] = set()
+    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else ():
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "model":
+            keys.update(ARCH_KEYS)
+        elif key.startswith("model."):
+            keys.add(key.split(".", 1)[1])
+    return keys

@@ -30,8 +30,8 @@ from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, job_scope
 from .errors import ConfigError, bad_value
-from .init import ARCH_KEYS
 from .init import build_model as init_model
+from .init import explicit_model_keys
 from .lit_module import GPTLitModule, perplexity
 from .lora import merge_lora_state
 from .model import GPT, GPTConfig
@@ -45,20 +45,6 @@ def run_dir() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path.cwd()
-
-
-def explicit_model_keys() -> set[str]:
-    """Model keys the user set on the command line (``model=...`` counts as all of them)."""
-    if not HydraConfig.initialized():
-        return set()
-    keys: set[str] = set()
-    for override in HydraConfig.get().overrides.task:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == "model":
-            keys.update(ARCH_KEYS)
-        elif key.startswith("model."):
-            keys.add(key.split(".", 1)[1])
-    return keys
 
 
 def build_model(cfg: DictConfig) -> GPT:
