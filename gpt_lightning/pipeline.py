@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -153,6 +154,10 @@ def export_model(trainer: L.Trainer, module: GPTLitModule, folder: Path) -> Path
     model = GPT(GPTConfig.from_dict(module.model.config.to_dict()))
     model.load_state_dict(weights)
     return model.save_pretrained(folder)
+
+
+# Our samplers do resume mid-epoch (data/sampler.py); Lightning cannot see that and warns.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def fit(cfg: DictConfig, datamodule: L.LightningDataModule, model: GPT,

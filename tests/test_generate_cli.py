@@ -9,10 +9,10 @@ import torch
 from conftest import compose_config, run_script
 
 from gpt_lightning import GPT, ConfigError, GPTConfig
+from gpt_lightning import generate_app as generate_cli
 from gpt_lightning.generation import generate as generate_tokens
 from gpt_lightning.template import format_prompt
 
-generate_cli = pytest.importorskip("generate", reason="generate.py sits at the repository root")
 
 
 @pytest.fixture(scope="module")
