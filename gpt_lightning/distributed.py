@@ -20,7 +20,7 @@ import sys
 from contextlib import contextmanager
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 
@@ -80,10 +80,8 @@ class _HydraJobLauncher(_SubprocessScriptLauncher):
             self.procs.append(subprocess.Popen(command, env=child_env, cwd=cwd))
 
 
-class HydraDDPStrategy(DDPStrategy):
-    """``DDPStrategy`` whose launcher is safe inside Hydra runs and multiruns."""
-
-    strategy_name = "hydra_ddp"
+class _HydraSafeLauncher:
+    """Mixin for Lightning strategies that start ranks by re-running the script."""
 
     def _configure_launcher(self) -> None:
         super()._configure_launcher()
@@ -93,6 +91,18 @@ class HydraDDPStrategy(DDPStrategy):
     @property
     def child_processes(self) -> list[subprocess.Popen]:
         return list(getattr(self._launcher, "procs", []) or [])
+
+
+class HydraDDPStrategy(_HydraSafeLauncher, DDPStrategy):
+    """``DDPStrategy`` whose launcher is safe inside Hydra runs and multiruns."""
+
+    strategy_name = "hydra_ddp"
+
+
+class HydraFSDPStrategy(_HydraSafeLauncher, FSDPStrategy):
+    """``FSDPStrategy`` whose launcher is safe inside Hydra runs and multiruns."""
+
+    strategy_name = "hydra_fsdp"
 
 
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "GROUP_RANK",

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
-from .distributed import HydraDDPStrategy, job_scope
+from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
 from .errors import ConfigError, bad_value
 from .init import build_model as init_model
 from .init import explicit_model_keys
@@ -68,13 +68,13 @@ def build_strategy(cfg: DictConfig):
     if name == "ddp":
         return HydraDDPStrategy(**s)
     if name == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
-
         from .model import Block
 
+        if t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available()):
+            raise bad_value("strategy", "fsdp", "needs GPUs (trainer.accelerator=gpu); on CPUs use strategy=ddp")
         checkpointing = s.pop("activation_checkpointing", False)
-        return FSDPStrategy(auto_wrap_policy={Block}, activation_checkpointing_policy={Block} if checkpointing else None,
-                            **s)
+        return HydraFSDPStrategy(auto_wrap_policy={Block},
+                                 activation_checkpointing_policy={Block} if checkpointing else None, **s)
     raise bad_value("strategy", name, "one of auto, single, ddp, fsdp")
 
 

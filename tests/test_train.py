@@ -179,3 +179,11 @@ def test_weight_decay_groups(tiny_config):
     assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
     assert names == {n for n, _ in model.named_parameters() if n.endswith(("qkv.weight", "proj.weight", "fc.weight"))}
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_fsdp_on_cpu_is_one_clear_line(tmp_path):
+    from gpt_lightning import ConfigError
+
+    cfg = compose_config("train", tmp_path, ["strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"])
+    with pytest.raises(ConfigError, match=r"strategy='fsdp' is invalid: needs GPUs .* use strategy=ddp"):
+        pipeline.build_strategy(cfg)
