@@ -176,3 +176,27 @@ def test_safe_split_points_never_change_the_ids(monkeypatch):
         pieces, tail = token_cache._split_safely(text, final=True)
         assert tail == "" and "".join(pieces) == text
         assert [i for piece in pieces for i in tok.encode(piece)] == tok.encode(text), repr(text)
+
+
+def test_tokenizing_memory_does_not_grow_with_the_corpus(tmp_path, monkeypatch):
+    """Peak Python memory while tokenizing stays flat when the corpus grows 4x (streamed blocks)."""
+    import tracemalloc
+
+    monkeypatch.setattr(token_cache, "BLOCK_BYTES", 256 << 10)
+    line = "It was a cold grey morning and the painter looked at his canvas again.\n"
+
+    def peak_for(megabytes: int) -> int:
+        path = tmp_path / f"corpus{megabytes}.txt"
+        with open(path, "w") as fh:
+            for i in range(megabytes * (1 << 20) // len(line)):
+                fh.write(line if i % 7 else line.upper())
+        tracemalloc.start()
+        try:
+            token_cache.tokenize_to_cache([path], tmp_path / "cache", progress=False)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak_for(2), peak_for(8)
+    assert large < 1.5 * small, f"peak grew from {small / 2**20:.1f} to {large / 2**20:.1f} MiB"
+    assert large < 8 * (1 << 20) / 2, f"peak {large / 2**20:.1f} MiB for an 8 MiB corpus"

@@ -27,7 +27,7 @@ from ..progress import byte_progress
 from ..tokenizer import get_tokenizer
 
 TOKENIZER_ID = "tiktoken-gpt2"  # part of the cache key
-BLOCK_BYTES = 4 << 20  # read this much text per step
+BLOCK_BYTES = 1 << 20  # read this much text per step
 PIECE_CHARS = 64 << 10  # and hand tiktoken pieces of about this size
 _SAFE_SPLIT = re.compile(r"\n(?=\S)")
 
@@ -104,11 +104,10 @@ def _tokenize_file(path: Path, tok, out, bar) -> int:
                                   "convert it to UTF-8 or remove it from data.path") from None
             offset += len(raw)
             pieces, carry = _split_safely(text, final)
-            if pieces:
-                ids = [i for piece in tok.encode_batch(pieces) for i in piece]
+            for ids in tok.encode_batch(pieces) if pieces else ():  # pieces on several threads
                 out.write(np.asarray(ids, dtype=np.uint16).tobytes())
                 n_tokens += len(ids)
-                n_chars += sum(map(len, pieces))
+            n_chars += sum(map(len, pieces))
             bar.update(len(raw))
             if final:
                 break
