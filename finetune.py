@@ -6,7 +6,8 @@ from omegaconf import DictConfig
 
 from gpt_lightning.callbacks import log_text_table
 from gpt_lightning.lora import apply_lora
-from gpt_lightning.pipeline import build_model, check_lengths, fit, main_guard
+from gpt_lightning.errors import main_guard
+from gpt_lightning.pipeline import build_model, check_lengths, fit
 from gpt_lightning.responses import write_responses
 
 

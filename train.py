@@ -4,7 +4,8 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gpt_lightning.pipeline import build_model, check_lengths, fit, main_guard
+from gpt_lightning.errors import main_guard
+from gpt_lightning.pipeline import build_model, check_lengths, fit
 
 
 def run(cfg: DictConfig) -> dict:

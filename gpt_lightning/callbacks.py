@@ -82,6 +82,16 @@ class LossHistory(L.Callback):
         self.out_dir = Path(out_dir) if out_dir else None
         self.train: list[tuple[int, float, float]] = []  # (tokens, loss, epoch progress)
         self.val: list[tuple[int, float, float]] = []
+        self._pending: list[tuple[int, object, float]] = []  # losses still on the device
+
+    def _flush(self) -> None:
+        """Move pending losses to the host in one transfer (not one sync per step)."""
+        if self._pending:
+            import torch
+
+            values = torch.stack([loss for _, loss, _ in self._pending]).float().tolist()
+            self.train += [(t, v, e) for (t, _, e), v in zip(self._pending, values)]
+            self._pending = []
 
     def _epoch_progress(self, trainer: L.Trainer, batch_idx: int) -> float:
         n = trainer.num_training_batches
@@ -92,11 +102,13 @@ class LossHistory(L.Callback):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        value = float(loss.detach())
-        self.train.append((pl_module.tokens_seen, value, self._epoch_progress(trainer, batch_idx)))
-        tb = _tensorboard(trainer)
-        if tb is not None and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
-            tb.add_scalar("loss_vs_tokens/train", value, pl_module.tokens_seen)
+        self._pending.append((pl_module.tokens_seen, loss.detach(), self._epoch_progress(trainer, batch_idx)))
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self._flush()
+            tb = _tensorboard(trainer)
+            if tb is not None:
+                tokens, value, _ = self.train[-1]
+                tb.add_scalar("loss_vs_tokens/train", value, tokens)
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
@@ -111,10 +123,12 @@ class LossHistory(L.Callback):
 
     @rank_zero_only
     def on_fit_end(self, trainer, pl_module) -> None:
+        self._flush()
         if self.out_dir is not None and self.train:
             plot_losses(self.train, self.val, self.out_dir / "loss.png")
 
     def state_dict(self) -> dict:
+        self._flush()
         return {"train": self.train, "val": self.val}
 
     def load_state_dict(self, state: dict) -> None:

@@ -88,11 +88,12 @@ def download(source: Source, dest: Path, progress: bool = True, timeout: float =
     and raises :class:`DownloadError`; the next call resumes it.
     """
     dest = Path(dest)
-    if dest.is_file() and verify(dest, source) is None:
+    if _still_verified(dest, source):
         return dest
+    seen = _file_state(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(dest.with_name(dest.name + ".lock")):
-        if dest.is_file() and verify(dest, source) is None:  # another process just fetched it
+        if _file_state(dest) != seen and _still_verified(dest, source):  # another process fetched it
             return dest
         part = dest.with_name(dest.name + ".part")
         _transfer(source, part, dest, progress, timeout)
@@ -101,7 +102,47 @@ def download(source: Source, dest: Path, progress: bool = True, timeout: float =
             part.unlink(missing_ok=True)
             raise ConfigError(f"download of {source.url} is corrupt ({problem}); it was deleted, run again")
         os.replace(part, dest)
+        _stamp(dest, source)
     return dest
+
+
+def _file_state(path: Path) -> tuple[int, int] | None:
+    """(size, modification time) of ``path``, or None when it does not exist."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _stamp_path(dest: Path) -> Path:
+    """Where the verified stamp of ``dest`` lives: beside the cache, not in ``dest``'s folder."""
+    key = hashlib.sha256(str(dest.resolve()).encode()).hexdigest()[:24]
+    return cache_dir() / "verified" / key
+
+
+def _stamp(dest: Path, source: Source) -> None:
+    """Remember that ``dest`` (at this size and modification time) matched ``source``."""
+    st, stamp = dest.stat(), _stamp_path(dest)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(f"{st.st_size} {st.st_mtime_ns} {source.sha256}")
+    except OSError:  # a read-only cache just hashes again next time
+        pass
+
+
+def _still_verified(dest: Path, source: Source) -> bool:
+    """``dest`` matches ``source``; an unchanged file verified before is not hashed again
+    (gigabytes of weights would cost seconds at every start)."""
+    if not dest.is_file():
+        return False
+    st, stamp = dest.stat(), _stamp_path(dest)
+    if stamp.is_file() and stamp.read_text() == f"{st.st_size} {st.st_mtime_ns} {source.sha256}":
+        return True
+    if verify(dest, source) is not None:
+        return False
+    _stamp(dest, source)
+    return True
 
 
 def _transfer(source: Source, part: Path, dest: Path, progress: bool, timeout: float) -> None:

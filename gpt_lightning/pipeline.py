@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
-from .errors import ConfigError, bad_value
+from .errors import bad_value
 from .init import build_model as init_model
 from .init import explicit_model_keys
 from .lit_module import GPTLitModule, perplexity
@@ -224,25 +224,3 @@ def _log_hparams(trainer: L.Trainer, cfg: DictConfig, result: dict) -> None:
         if isinstance(logger, TensorBoardLogger) and metrics:
             logger.log_hyperparams(flat, metrics=metrics)
             logger.finalize("success")
-
-
-def main_guard(fn: Callable[[], object]) -> object:
-    """Run an entry point's job; a ConfigError becomes one line, never a traceback.
-
-    A single run prints ``error: ...`` and exits with code 2. In a multirun the failed
-    job writes its error into result.json (so the sweep summary shows it) and the sweep
-    goes on with the next job.
-    """
-    import sys
-
-    from hydra.types import RunMode
-
-    try:
-        return fn()
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            (run_dir() / RESULT_FILE).write_text(json.dumps(
-                {"overrides": list(HydraConfig.get().overrides.task), "status": f"failed: {err}"}, indent=2))
-            return None
-        raise SystemExit(2) from None

@@ -24,6 +24,17 @@ def data_dir() -> Path:
     return Path(path)
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The GPT-2 tokenizer; tests that need it are skipped, with the reason, when its files are missing."""
+    from gpt_lightning import ConfigError, get_tokenizer
+
+    try:
+        return get_tokenizer()
+    except ConfigError as err:
+        pytest.skip(str(err))
+
+
 @pytest.fixture
 def tiny_config():
     from gpt_lightning import GPTConfig

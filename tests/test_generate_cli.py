@@ -15,14 +15,6 @@ from gpt_lightning.template import format_prompt
 
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from gpt_lightning import get_tokenizer
-
-    try:
-        return get_tokenizer()
-    except ConfigError as err:
-        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +43,11 @@ def greedy_text(model, tok, text, n=6):
     return tok.decode([t for t in out if t != tok.eot_id])
 
 
-def test_cli_streams_the_greedy_continuation(tmp_path, export, tok):
+def test_cli_streams_the_greedy_continuation(tmp_path, export, tokenizer):
     result = run_script("generate.py", ["init=checkpoint", f"init.path={export[0]}", "prompt=Hello there",
                                         "temperature=0", "max_new_tokens=8"], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "Hello there" + greedy_text(export[1], tok, "Hello there", 8) + "\n"
+    assert result.stdout == "Hello there" + greedy_text(export[1], tokenizer, "Hello there", 8) + "\n"
     assert "tokens/s]" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no run folder, no log file
 
@@ -67,7 +59,7 @@ def test_cli_bad_value_is_one_line_and_exit_code_2(tmp_path, export):
     assert result.stderr.startswith("error: top_p=1.5 is invalid") and result.stderr.count("\n") == 1
 
 
-def test_prompt_file_batches_samples_and_output(tmp_path, export, tok, capsys):
+def test_prompt_file_batches_samples_and_output(tmp_path, export, tokenizer, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("The cat\n\nA dog sat\nOnce upon a time\n")
     records = {}
@@ -97,14 +89,14 @@ def test_json_lines_prompt_file(tmp_path, export):
         generate_cli.read_prompts(compose(tmp_path, export, f"prompt_file={bad}"))
 
 
-def test_instruct_prints_only_the_response(tmp_path, export, tok, capsys):
+def test_instruct_prints_only_the_response(tmp_path, export, tokenizer, capsys):
     generate_cli.run(compose(tmp_path, export, "instruct=true", "prompt=Name a colour.", "temperature=0"))
-    expected = greedy_text(export[1], tok, format_prompt("Name a colour."))
+    expected = greedy_text(export[1], tokenizer, format_prompt("Name a colour."))
     assert capsys.readouterr().out == expected + "\n"
 
 
-def test_stream_and_stop_strings_agree_with_the_file(tmp_path, export, tok, capsys):
-    free = greedy_text(export[1], tok, "Hello", 12)
+def test_stream_and_stop_strings_agree_with_the_file(tmp_path, export, tokenizer, capsys):
+    free = greedy_text(export[1], tokenizer, "Hello", 12)
     stop = free[len(free) // 2:len(free) // 2 + 2]
     out = tmp_path / "out.jsonl"
     generate_cli.run(compose(tmp_path, export, "prompt=Hello", "temperature=0", "max_new_tokens=12",
@@ -114,23 +106,23 @@ def test_stream_and_stop_strings_agree_with_the_file(tmp_path, export, tok, caps
     assert capsys.readouterr().out == "Hello" + completion + "\n"
 
 
-def test_chat_keeps_history_and_ends_on_quit(tmp_path, export, tok, capsys, monkeypatch):
+def test_chat_keeps_history_and_ends_on_quit(tmp_path, export, tokenizer, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi!\n\nAnd then?\n/quit\nnever read\n"))
     prompts = []
     real = generate_cli.generate
     monkeypatch.setattr(generate_cli, "generate", lambda model, p, **kw: prompts.append(p[0]) or real(model, p, **kw))
     generate_cli.run(compose(tmp_path, export, "chat=true", "temperature=0", "max_new_tokens=4"))
     assert len(prompts) == 2  # the empty line is skipped, /quit ends before "never read"
-    first = tok.decode(prompts[0])
+    first = tokenizer.decode(prompts[0])
     assert first == format_prompt("Hi!")
-    assert tok.decode(prompts[1]).startswith(first) and tok.decode(prompts[1]).endswith(format_prompt("And then?"))
+    assert tokenizer.decode(prompts[1]).startswith(first) and tokenizer.decode(prompts[1]).endswith(format_prompt("And then?"))
 
 
-def test_chat_drops_the_oldest_turns_first(tok):
+def test_chat_drops_the_oldest_turns_first(tokenizer):
     history = [(f"question {i}", f"answer {i}") for i in range(6)]
-    full = generate_cli.chat_prompt(tok, history, "last", budget=10_000)
+    full = generate_cli.chat_prompt(tokenizer, history, "last", budget=10_000)
     budget = len(full) - 1  # one token too many: the oldest turn has to go
-    text = tok.decode(generate_cli.chat_prompt(tok, history, "last", budget))
+    text = tokenizer.decode(generate_cli.chat_prompt(tokenizer, history, "last", budget))
     assert "question 0" not in text and "question 1" in text and text.endswith(format_prompt("last"))
 
 

@@ -329,14 +329,6 @@ def test_beam_search_ends_at_eos(model):
 
 
 # ---- streaming text ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tokenizer():
-    from gpt_lightning import get_tokenizer
-
-    try:
-        return get_tokenizer()
-    except ConfigError as err:
-        pytest.skip(str(err))
 
 
 def test_stream_decoder_emits_only_complete_characters(tokenizer):

@@ -66,7 +66,6 @@ class ResumableDataModule(L.LightningDataModule):
     def __init__(self) -> None:
         super().__init__()
         self._position = (0, 0)  # (epoch, training batches used in it)
-        self._train_sampler: ResumableSampler | None = None
 
     def make_sampler(self, num_items: int, train: bool, seed: int, shuffle: bool | None = None) -> ResumableSampler:
         """Training: shuffled (unless ``shuffle`` is False), padded to equal length per rank,
@@ -79,7 +78,6 @@ class ResumableDataModule(L.LightningDataModule):
             epoch, batches = self._position
             if batches:
                 sampler.skip(epoch, batches * self.batch_size)
-            self._train_sampler = sampler
         return sampler
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
