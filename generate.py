@@ -3,13 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from gpt_lightning.errors import main_guard
-from gpt_lightning.generate_app import run
+from gpt_lightning import hydra_app
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    main_guard(lambda: run(cfg))
+    hydra_app.run(cfg, hydra_app.generate_job)
 
 
 if __name__ == "__main__":

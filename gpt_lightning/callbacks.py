@@ -26,15 +26,15 @@ class SampleText(L.Callback):
 
     def __init__(self, prompt: str = "Every effort moves you", max_new_tokens: int = 40,
                  temperature: float = 0.0, top_k: int | None = None, out_dir: str | None = None,
-                 enabled: bool = True, instruct: bool = False) -> None:
+                 instruct: bool = False, template=None) -> None:
         self.prompt, self.max_new_tokens, self.instruct = prompt, max_new_tokens, instruct
         self.temperature, self.top_k = temperature, top_k
         self.out_dir = Path(out_dir) if out_dir else None
-        self.enabled = enabled
+        self.template = template  # the instruction template of the data (instruct=True)
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        if not self.enabled or trainer.sanity_checking:
+        if trainer.sanity_checking:
             return
         text = self.sample(pl_module.model)
         step = trainer.global_step
@@ -56,7 +56,7 @@ class SampleText(L.Callback):
         if self.instruct:
             from .template import format_prompt
 
-            text = format_prompt(self.prompt)
+            text = format_prompt(self.prompt, template=self.template)
         ids = tok.encode(text)[-(model.config.context_length - self.max_new_tokens):]
         was_training = model.training
         model.eval()

@@ -6,9 +6,7 @@ wrong key never ends in a traceback from deep inside torch.
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Callable
 
 
@@ -21,25 +19,29 @@ def bad_value(key: str, value: object, expected: str) -> ConfigError:
     return ConfigError(f"{key}={value!r} is invalid: {expected}")
 
 
-def main_guard(fn: Callable[[], object]) -> object:
+def main_guard(fn: Callable[[], object], on_error: Callable[[ConfigError], bool] | None = None) -> object:
     """Run an entry point's job; a ConfigError becomes one line, never a traceback.
 
-    A single run prints ``error: ...`` and exits with code 2. In a Hydra multirun the
-    failed job writes its error into its result.json (so the sweep summary shows it) and
-    the sweep goes on with the next job. Imports stay lazy so entry points start fast.
+    The line ``error: ...`` goes to stderr on a line of its own (live progress bars are
+    closed first), then the process exits with code 2, unless ``on_error(err)`` returns
+    True (a Hydra multirun records the failed job and goes on with the next one).
     """
     try:
         return fn()
     except ConfigError as err:
+        _close_progress_bars()
         print(f"error: {err}", file=sys.stderr, flush=True)
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            from .sweep import RESULT_FILE
-
-            hc = HydraConfig.get()
-            (Path(hc.runtime.output_dir) / RESULT_FILE).write_text(json.dumps(
-                {"overrides": list(hc.overrides.task), "status": f"failed: {err}"}, indent=2))
+        if on_error is not None and on_error(err):
             return None
         raise SystemExit(2) from None
+
+
+def _close_progress_bars() -> None:
+    """End every live tqdm bar (ours and Lightning's), so the error starts a fresh line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # a bar in a broken state must not hide the error
+            pass
+    sys.stdout.flush()

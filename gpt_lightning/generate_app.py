@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
+from .config import parse
 from .errors import bad_value
 from .generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
-from .init import build_model, explicit_model_keys
-from .model import GPT
+from .init import InitConfig, build_model
+from .model import GPT, GPTConfig
 from .template import format_prompt
 from .tokenizer import Tokenizer, get_tokenizer
 
@@ -39,26 +40,45 @@ class Job:
 
 
 # ---- settings -------------------------------------------------------------------------------
-def sampling_settings(cfg: DictConfig) -> dict:
-    settings = {key: cfg[key] for key in SAMPLING_KEYS}
+@dataclass
+class GenerateConfig:
+    """The keys of conf/generate.yaml (described there), type-checked by ``config.parse``."""
+
+    model: GPTConfig = field(default_factory=GPTConfig)  # shape for init=scratch
+    init: InitConfig = field(default_factory=lambda: InitConfig("openai_124m"))
+    prompt: str = "Every effort moves you"
+    prompt_file: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 100
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    stop: list[str] | str = field(default_factory=list)
+    seed: int = 123
+    num_samples: int = 1
+    output: str | None = None
+    stream: bool = True
+    instruct: bool = False
+    chat: bool = False
+    device: str = "auto"
+    dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "num_samples"):
+            if getattr(self, key) < 1:
+                raise bad_value(key, getattr(self, key), "an integer >= 1")
+        self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        if not all(self.stop):
+            raise bad_value("stop", self.stop, 'a list of non-empty strings, e.g. stop=\'["\\n\\n"]\'')
+
+
+def sampling_settings(cfg: GenerateConfig) -> dict:
+    settings = {key: getattr(cfg, key) for key in SAMPLING_KEYS}
     check_settings(**settings)
     return settings
-
-
-def stop_strings(cfg: DictConfig) -> list[str]:
-    stop = OmegaConf.to_container(cfg.stop) if OmegaConf.is_list(cfg.stop) else cfg.stop
-    stop = [stop] if isinstance(stop, str) else stop or []
-    if not all(isinstance(s, str) and s for s in stop):
-        raise bad_value("stop", stop, 'a list of non-empty strings, e.g. stop=\'["\\n\\n"]\'')
-    return stop
-
-
-def check_counts(cfg: DictConfig) -> None:
-    for key in ("batch_size", "num_samples"):
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise bad_value(key, cfg[key], "an integer >= 1")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise bad_value("seed", cfg.seed, "an integer")
 
 
 def pick_device(name: str) -> torch.device:
@@ -82,26 +102,26 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer) -> GPT:
-    torch.manual_seed(cfg.seed)  # init=scratch: the same seed gives the same random weights
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = build_model(cfg.init, model_cfg, explicit=explicit_model_keys())
-    if model.config.vocab_size < tok.vocab_size:
-        raise bad_value("model.vocab_size", model.config.vocab_size,
-                        f"at least {tok.vocab_size} to use the GPT-2 tokenizer")
+def load_model(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer,
+               explicit: Iterable[str] = ()) -> GPT:
+    model = build_model(cfg.init, cfg.model, explicit, seed=cfg.seed, tokenizer_vocab=tok.vocab_size)
     model = model.to(device=device, dtype=dtype).eval()
     return to_inference_layout(model) if device.type == "cpu" else model  # faster CPU GEMMs, same results
 
 
 # ---- prompts --------------------------------------------------------------------------------
-def read_prompts(cfg: DictConfig) -> list[str]:
+def read_prompts(cfg: GenerateConfig) -> list[str]:
     """``prompt``, or every prompt of ``prompt_file`` (plain lines, or JSON Lines with "prompt")."""
     if not cfg.prompt_file:
         return [str(cfg.prompt)]
     path = Path(str(cfg.prompt_file)).expanduser()
     if not path.is_file():
         raise bad_value("prompt_file", str(path), "an existing text or JSON Lines file")
-    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise bad_value("prompt_file", str(path), f"UTF-8 text (byte {err.start} is not); save it as UTF-8") from None
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if path.suffix in (".jsonl", ".json"):
         prompts = [_json_prompt(path, n, line) for n, line in lines]
     else:
@@ -126,7 +146,7 @@ def encode(tok: Tokenizer, text: str) -> list[int]:
     return tok.encode(text) or [tok.eot_id]
 
 
-def make_jobs(prompts: list[str], cfg: DictConfig, tok: Tokenizer) -> list[Job]:
+def make_jobs(prompts: list[str], cfg: GenerateConfig, tok: Tokenizer) -> list[Job]:
     jobs = []
     for prompt in prompts:
         ids = encode(tok, format_prompt(prompt) if cfg.instruct else prompt)
@@ -136,7 +156,7 @@ def make_jobs(prompts: list[str], cfg: DictConfig, tok: Tokenizer) -> list[Job]:
 
 
 # ---- running -------------------------------------------------------------------------------
-def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, settings: dict,
+def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: GenerateConfig, settings: dict,
               stops: list[str], stream: bool) -> tuple[list[str], list[int], float]:
     """Completions of ``jobs`` generated together: (texts, new-token counts, seconds).
 
@@ -154,7 +174,7 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, sett
     return texts, [len(out) - (out[-1:] == [tok.eot_id]) for out in outs], seconds
 
 
-def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str]) -> None:
+def complete_prompts(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str]) -> None:
     """Every prompt x sample, ``batch_size`` at a time, printed and written to ``output``."""
     jobs = make_jobs(read_prompts(cfg), cfg, tok)
     out_file = open_output(cfg.output)
@@ -191,7 +211,7 @@ def open_output(path):
         raise bad_value("output", str(path), f"a writable file path ({err.strerror})") from None
 
 
-def print_header(job: Job, total: int, cfg: DictConfig) -> None:
+def print_header(job: Job, total: int, cfg: GenerateConfig) -> None:
     """A separator when there are several completions; the prompt itself unless instruct."""
     if total > 1:
         print(f"\n=== [{job.number + 1}/{total}] prompt {job.number // cfg.num_samples + 1}, "
@@ -217,7 +237,7 @@ def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, bu
     return ids
 
 
-def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str]) -> None:
+def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str]) -> None:
     """Read a message, answer it, repeat; /quit, /exit or end of input stops."""
     budget = model.config.context_length - settings["max_new_tokens"]
     if budget < 1:
@@ -243,14 +263,17 @@ def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: lis
         history.append((message, texts[0].strip()))
 
 
-def run(cfg: DictConfig) -> None:
-    settings = sampling_settings(cfg)  # bad values fail before any weights are loaded
-    stops = stop_strings(cfg)
-    check_counts(cfg)
+def run(values: dict, explicit: Iterable[str] = ()) -> None:
+    """generate.py: ``values`` is the composed conf/generate.yaml as plain dicts."""
+    cfg = parse(GenerateConfig, values, "")  # bad values fail before any weights are loaded
+    settings = sampling_settings(cfg)
+    stops = cfg.stop
+    if cfg.prompt_file:
+        read_prompts(cfg)  # a bad file fails before the weights are loaded too
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
     tok = get_tokenizer()
-    model = load_model(cfg, device, dtype, tok)
+    model = load_model(cfg, device, dtype, tok, explicit)
     if cfg.chat:
         chat(model, tok, cfg, settings, stops)
     else:

@@ -99,42 +99,49 @@ def hub_endpoint() -> str:
     return endpoint.rstrip("/")
 
 
-def build_model(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] = ()) -> GPT:
+@dataclass
+class InitConfig:
+    """``init``: where the starting weights come from (conf/init/*.yaml)."""
+
+    name: str = "scratch"  # scratch | openai_124m | openai_355m | openai_774m | openai_1558m | checkpoint
+    path: str | None = None  # local weights: see CHECKPOINT_KINDS
+
+    def __post_init__(self) -> None:
+        _init_settings({"name": self.name, "path": self.path})
+
+
+def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit: Iterable[str] = (), *,
+                seed: int | None = None, tokenizer_vocab: int | None = None) -> GPT:
     """The model to start from: random for ``init=scratch``, else loaded weights.
 
-    ``model_cfg`` holds GPTConfig fields (and optionally the size ``name``, ignored);
-    ``explicit`` names the model keys the user set on the command line.
+    ``model`` holds the requested GPTConfig fields; ``explicit`` names the model keys the
+    user set on the command line (they must agree with loaded weights). ``seed`` seeds the
+    random weights; ``tokenizer_vocab`` is the vocabulary the model must cover.
     """
-    name, path = _init_settings(init_cfg)
-    requested = _requested_model(model_cfg)
+    if seed is not None:
+        torch.manual_seed(seed)  # init=scratch: the same seed gives the same initial weights
+    name, path = _init_settings(init)
+    requested = _requested_model(model)
     if name == "scratch":
-        return GPT(GPTConfig(**requested))
-    if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
-        _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
-    weights = _hub_weights(name, path) if name in HUB_WEIGHTS else _checkpoint_weights(path)
-    return weights.load(_merge(weights.label, weights.config, requested, explicit))
-
-
-def resolve_model_config(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] = ()) -> GPTConfig:
-    """The GPTConfig ``build_model`` builds, without downloading anything or building a model.
-
-    Released inits answer from the table above; ``init=checkpoint`` reads the config stored
-    with the weights (a ``.ckpt`` is memory-mapped, not read whole).
-    """
-    name, path = _init_settings(init_cfg)
-    requested = _requested_model(model_cfg)
-    if name == "scratch":
-        return GPTConfig(**requested)
-    if name in HUB_WEIGHTS:
-        return _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
-    weights = _checkpoint_weights(path)
-    return _merge(weights.label, weights.config, requested, explicit)
+        built = GPT(GPTConfig(**requested))
+    else:
+        if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
+            _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
+        weights = _hub_weights(name, path) if name in HUB_WEIGHTS else _checkpoint_weights(path)
+        built = weights.load(_merge(weights.label, weights.config, requested, explicit))
+    if tokenizer_vocab is not None and built.config.vocab_size < tokenizer_vocab:
+        raise bad_value("model.vocab_size", built.config.vocab_size,
+                        f"at least {tokenizer_vocab:,}, the GPT-2 tokenizer's vocabulary")
+    return built
 
 
 # ---- config handling ------------------------------------------------------------------
-def _init_settings(init_cfg: Mapping) -> tuple[str, Path | None]:
+def _init_settings(init_cfg: InitConfig | Mapping) -> tuple[str, Path | None]:
     """(init name, init.path or None), validated."""
-    values = dict(init_cfg)
+    if isinstance(init_cfg, InitConfig):
+        values = {"name": init_cfg.name, "path": init_cfg.path}
+    else:
+        values = {k: v for k, v in dict(init_cfg).items() if k != "_target_"}
     unknown = sorted(set(values) - set(INIT_KEYS))
     if unknown:
         raise ConfigError(f"unknown init keys {unknown}; known keys: {list(INIT_KEYS)}")
@@ -150,9 +157,11 @@ def _init_settings(init_cfg: Mapping) -> tuple[str, Path | None]:
     return name, path
 
 
-def _requested_model(model_cfg: Mapping) -> dict:
+def _requested_model(model_cfg: GPTConfig | Mapping) -> dict:
     """Every GPTConfig field as the caller asked (defaults filled in, ``name`` dropped)."""
-    values = {k: v for k, v in dict(model_cfg).items() if k != "name"}
+    if isinstance(model_cfg, GPTConfig):
+        return model_cfg.to_dict()
+    values = {k: v for k, v in dict(model_cfg).items() if k not in ("name", "_target_")}
     defaults = GPTConfig().to_dict()
     unknown = sorted(set(values) - set(defaults))
     if unknown:
@@ -292,21 +301,3 @@ def _existing_path(path: Path, suffixes: str | tuple[str, ...], kinds: str) -> P
     if not path.name.endswith(suffixes):
         raise bad_value("init.path", str(path), f"expected {kinds}")
     return path
-
-
-def explicit_model_keys() -> set[str]:
-    """Model keys the user set on the command line of the running Hydra app.
-
-    ``model=<size>`` counts as setting every architecture key. These keys must agree with
-    loaded weights; the others are replaced by the weights' values.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    keys: set[str] = set()
-    for override in HydraConfig.get().overrides.task if HydraConfig.initialized() else ():
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key == "model":
-            keys.update(ARCH_KEYS)
-        elif key.startswith("model."):
-            keys.add(key.split(".", 1)[1])
-    return keys

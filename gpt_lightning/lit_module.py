@@ -8,6 +8,7 @@ over the whole validation set and all ranks).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -15,11 +16,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from .errors import bad_value
+from .config import OptimConfig, PerfConfig
+from .data import IGNORE_INDEX
 from .model import GPT
 from .schedule import lr_at, warmup_steps_from
-
-IGNORE_INDEX = -100
 
 # Dense bf16 peak TFLOP/s by GPU name, for MFU; override with mfu_peak_tflops.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -27,18 +27,19 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4":
 
 
 class GPTLitModule(L.LightningModule):
-    def __init__(self, model: GPT, optim: dict, seed: int = 123, compile: bool = False,
-                 activation_checkpointing: bool = False, mfu_peak_tflops: float | None = None) -> None:
+    def __init__(self, model: GPT, optim: OptimConfig | None = None, seed: int = 123,
+                 perf: PerfConfig | None = None) -> None:
         super().__init__()
         self.model = model
-        self.optim = _check_optim(dict(optim))
+        self.optim = optim or OptimConfig()
+        perf = perf or PerfConfig()
         self.seed = seed
-        self.mfu_peak_tflops = mfu_peak_tflops
-        model.activation_checkpointing = activation_checkpointing
+        self.mfu_peak_tflops = perf.mfu_peak_tflops
+        model.activation_checkpointing = perf.activation_checkpointing
         # Compiled forward kept outside the module tree so checkpoint keys stay "model.*".
-        object.__setattr__(self, "_forward", torch.compile(model) if compile else model)
-        self.save_hyperparameters({"model_config": model.config.to_dict(), "optim": self.optim, "seed": seed,
-                                   "compile": compile, "activation_checkpointing": activation_checkpointing})
+        object.__setattr__(self, "_forward", torch.compile(model) if perf.compile else model)
+        self.save_hyperparameters({"model_config": model.config.to_dict(), "optim": dataclasses.asdict(self.optim),
+                                   "seed": seed, "perf": dataclasses.asdict(perf)})
         self.tokens_seen = 0  # input tokens trained on, all ranks together
         self._batches_seen = 0  # training batches on this rank, seeds each batch's dropout
         self._val_sum = self._val_count = None
@@ -125,14 +126,14 @@ class GPTLitModule(L.LightningModule):
         for p in self.model.parameters():  # the tied head is the token embedding, listed once
             if not p.requires_grad:
                 continue
-            decayed = o["decay_embeddings"] if id(p) in embedding else id(p) in linear
+            decayed = o.decay_embeddings if id(p) in embedding else id(p) in linear
             (decay if decayed else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"
-        optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=fused)
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = warmup_steps_from(o["warmup"], total)
-        peak, min_lr = o["lr"], o["min_lr"]
+        warmup = warmup_steps_from(o.warmup, total)
+        peak, min_lr = o.lr, o.min_lr
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_at(step, peak_lr=peak, min_lr=min_lr, warmup_steps=warmup, total_steps=total) / peak)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -162,28 +163,6 @@ class GPTLitModule(L.LightningModule):
             if key in name:
                 return tflops * 1e12 * self.trainer.world_size
         return None
-
-
-def _check_optim(o: dict) -> dict:
-    defaults = {"lr": 4e-4, "min_lr": None, "weight_decay": 0.1, "betas": (0.9, 0.95), "eps": 1e-8,
-                "warmup": 0.1, "decay_embeddings": False}
-    unknown = sorted(set(o) - set(defaults))
-    if unknown:
-        raise bad_value("optim", unknown, f"known keys are {sorted(defaults)}")
-    o = {**defaults, **o}
-    if not (isinstance(o["lr"], (int, float)) and o["lr"] > 0):
-        raise bad_value("optim.lr", o["lr"], "a positive number such as 4e-4")
-    o["lr"] = float(o["lr"])
-    o["min_lr"] = o["lr"] * 0.1 if o["min_lr"] is None else float(o["min_lr"])
-    if not 0 <= o["min_lr"] <= o["lr"]:
-        raise bad_value("optim.min_lr", o["min_lr"], f"between 0 and optim.lr={o['lr']}")
-    if not (isinstance(o["weight_decay"], (int, float)) and o["weight_decay"] >= 0):
-        raise bad_value("optim.weight_decay", o["weight_decay"], "a number >= 0")
-    betas = tuple(float(b) for b in o["betas"])
-    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-        raise bad_value("optim.betas", list(o["betas"]), "two numbers in [0, 1), e.g. [0.9, 0.95]")
-    o["betas"] = list(betas)
-    return o
 
 
 def perplexity(loss: float) -> float:

@@ -8,8 +8,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import lightning as L
 import torch
 
+from .callbacks import log_text_table
 from .generation import generate
 from .model import GPT
 from .template import PromptTemplate
@@ -56,3 +58,24 @@ def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplat
         "response_exact_match": exact,
         "responses_time_s": round(time.perf_counter() - start, 1),
     }
+
+
+class WriteResponses(L.Callback):
+    """After fitting, answer the data module's test split into ``path`` (finetune.py).
+
+    Its ``summary`` (count, mean length, exact matches) goes into result.json, and the
+    first rows into TensorBoard's TEXT tab (tag ``responses``).
+    """
+
+    def __init__(self, path: Path, *, max_new_tokens: int = 256, batch_size: int = 8) -> None:
+        self.path, self.max_new_tokens, self.batch_size = Path(path), max_new_tokens, batch_size
+        self.summary: dict = {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        data = trainer.datamodule
+        if not trainer.is_global_zero or not hasattr(data, "test_records"):
+            return
+        self.summary = write_responses(pl_module.model, data.test_records, data.template, self.path,
+                                       max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                       device=pl_module.device)
+        log_text_table(trainer, "responses", self.path, limit=10)

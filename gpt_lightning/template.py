@@ -55,10 +55,6 @@ class PromptTemplate:
         sections.append(f"{self.response_header}\n")
         return "\n\n".join(section for section in sections if section)
 
-    def format_response(self, output: str) -> str:
-        """The text the model learns to produce after the prompt (end-of-text is added as a token)."""
-        return output
-
 
 DEFAULT_TEMPLATE = PromptTemplate()
 

@@ -8,20 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from helpers import SHARED
+
 if SHARED.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
     os.environ.setdefault("GPT_LIGHTNING_DATA_DIR", str(SHARED / "data"))
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-
-def data_dir() -> Path:
-    path = os.environ.get("GPT_LIGHTNING_DATA_DIR")
-    if not path:
-        pytest.skip("GPT_LIGHTNING_DATA_DIR is not set (no offline data)")
-    return Path(path)
 
 
 @pytest.fixture(scope="session")
@@ -55,43 +48,20 @@ def hf_tiny_folder(tmp_path):
     return folder, model
 
 
-# ---- composing the entry points' configs in-process (lightning-hydra-template style) ----
-import sys  # noqa: E402
-import subprocess  # noqa: E402
-
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.core.hydra_config import HydraConfig  # noqa: E402
-from omegaconf import open_dict  # noqa: E402
-
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-
-def compose_config(config_name: str, out_dir: Path, overrides: list[str]):
-    """Compose conf/<config_name>.yaml as the entry point would, with ``out_dir`` as run folder."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(out_dir)
-        cfg.hydra.job.name = config_name
-    HydraConfig.instance().set_config(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open_dict(cfg):
-        del cfg.hydra
-    return cfg
-
-
-def run_script(script: str, args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """Run an entry point as a user would; its output is kept for assertions."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=timeout)
-
-
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Caches (tokens, downloads) under a per-session temporary folder."""
     if "GPT_LIGHTNING_CACHE" not in os.environ:
         monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     yield
-    HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def hub(hf_tiny_folder, tmp_path, monkeypatch):
+    """A running fake hub holding the tiny model as openai_124m, with an empty cache."""
+    from fake_hub import serve_as_openai_124m
+
+    folder, hf = hf_tiny_folder
+    with serve_as_openai_124m(folder, tmp_path, monkeypatch) as server:
+        server.hf, server.folder = hf, folder
+        yield server

@@ -5,6 +5,7 @@ records every request, and can cut a response half-way or ignore Range requests.
 """
 
 import shutil
+import socket
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,10 +13,34 @@ from pathlib import Path
 
 from gpt_lightning.download import sha256_of
 from gpt_lightning.hf_io import read_config
-from gpt_lightning.init import HUB_WEIGHTS, HubWeights
+import torch
+
+from gpt_lightning.init import HUB_WEIGHTS, HubWeights, build_model
 
 REPO, REVISION = "openai-community/gpt2", "test-rev"
 WEIGHTS_URL = f"/{REPO}/resolve/{REVISION}/model.safetensors"
+SMALL = {"vocab_size": 50257, "context_length": 1024, "n_embd": 768, "n_layers": 12, "n_heads": 12, "dropout": 0.0}
+
+
+def _ids(vocab=97):
+    return torch.randint(0, vocab, (2, 17), generator=torch.Generator().manual_seed(1))
+
+
+def max_logit_diff(ours, hf) -> float:
+    with torch.no_grad():
+        return (ours.eval()(_ids()) - hf(_ids()).logits).abs().max().item()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def openai_124m(**model):
+    """init=openai_124m as the training scripts build it (the fake hub serves the weights)."""
+    return build_model({"name": "openai_124m", "path": None}, {**SMALL, **model})
 
 
 class _HubHandler(BaseHTTPRequestHandler):

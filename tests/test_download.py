@@ -1,11 +1,16 @@
-"""download(): a cached file verified once is not hashed again until it changes."""
+"""download.py: cached, verified, resumable downloads (served by the fake hub on 127.0.0.1)."""
 
 import hashlib
 import os
+import threading
+from dataclasses import replace
 
 import pytest
 
+from fake_hub import WEIGHTS_URL, max_logit_diff as _max_logit_diff, openai_124m as _openai_124m
+from gpt_lightning import ConfigError
 from gpt_lightning import download as dl
+from gpt_lightning.init import HUB_WEIGHTS
 
 
 def test_unchanged_cached_file_is_not_hashed_again(tmp_path, monkeypatch):
@@ -27,3 +32,58 @@ def test_unchanged_cached_file_is_not_hashed_again(tmp_path, monkeypatch):
     with pytest.raises(dl.ConfigError, match="could not download"):
         dl.download(source, dest)  # hashed, found wrong, so it tries to fetch (nothing listens)
     assert calls == [dest]
+
+
+def test_hash_mismatch_is_rejected_and_leaves_no_file(hub, monkeypatch):
+    monkeypatch.setitem(HUB_WEIGHTS, "openai_124m", replace(HUB_WEIGHTS["openai_124m"], sha256="0" * 64))
+    with pytest.raises(ConfigError, match="corrupt .*sha256"):
+        _openai_124m()
+    assert not (hub.cache / "model.safetensors").exists()
+    assert not (hub.cache / "model.safetensors.part").exists()
+
+
+def test_interrupted_download_resumes_where_it_stopped(hub):
+    hub.cut.add(WEIGHTS_URL)
+    with pytest.raises(ConfigError, match="connection closed after .* run again to resume"):
+        _openai_124m()
+    part = hub.cache / "model.safetensors.part"
+    size = HUB_WEIGHTS["openai_124m"].size
+    assert part.stat().st_size == size // 2
+    assert not (hub.cache / "model.safetensors").exists()
+
+    model = _openai_124m()
+    assert hub.weight_requests()[-1] == (WEIGHTS_URL, f"bytes={size // 2}-")
+    assert _max_logit_diff(model, hub.hf) <= 1e-4
+    assert not part.exists()
+
+
+def test_leftover_part_restarts_when_range_is_ignored(hub):
+    hub.cache.mkdir(parents=True)
+    (hub.cache / "model.safetensors.part").write_bytes(b"stale bytes from another file")
+    hub.ranges = False
+    model = _openai_124m()
+    assert hub.weight_requests() == [(WEIGHTS_URL, "bytes=29-")]  # asked to resume, got it all
+    assert _max_logit_diff(model, hub.hf) <= 1e-4
+
+
+def test_garbage_part_fails_verification_then_next_run_starts_over(hub):
+    hub.cache.mkdir(parents=True)
+    (hub.cache / "model.safetensors.part").write_bytes(b"\0" * 100)
+    with pytest.raises(ConfigError, match="corrupt"):
+        _openai_124m()
+    assert not (hub.cache / "model.safetensors.part").exists()
+    model = _openai_124m()
+    assert hub.weight_requests()[-1] == (WEIGHTS_URL, None)
+    assert _max_logit_diff(model, hub.hf) <= 1e-4
+
+
+def test_concurrent_builds_download_once(hub):
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(_openai_124m())) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert len(results) == 2
+    assert hub.weight_requests() == [(WEIGHTS_URL, None)]
+    assert all(_max_logit_diff(model, hub.hf) <= 1e-4 for model in results)

@@ -6,8 +6,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import finetune
-from conftest import compose_config, data_dir
+from helpers import ROOT, data_dir, run_job
 from fake_hub import serve_as_openai_124m
 
 
@@ -27,11 +26,10 @@ def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path)
     path = tmp_path / "slice.json"
     path.write_text(json.dumps(records))
     out = tmp_path / "run"
-    cfg = compose_config("finetune", out, [
+    result = run_job("finetune", out, [
         "init=openai_124m", f"data.path={path}", "data.batch_size=4", "trainer.max_steps=20",
         "trainer.val_check_interval=10", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-        "optim.lr=2e-3", "optim.warmup=3", "callbacks.samples.max_new_tokens=5", "responses.max_new_tokens=12"])
-    result = finetune.run(cfg)
+        "optim.lr=2e-3", "optim.warmup=3", "callbacks.samples.max_new_tokens=5", "finetune.responses.max_new_tokens=12"])
 
     assert tiny_gpt2_hub.weight_requests(), "the init came over HTTP"
     acc = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0, "tensors": 0})
@@ -54,7 +52,6 @@ def test_conflicting_model_override_fails_before_any_download(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
 
     env = {**__import__("os").environ, "GPT_LIGHTNING_HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens
     proc = subprocess.run([sys.executable, str(ROOT / "finetune.py"), "init=openai_355m", "model.n_layers=12",

@@ -6,10 +6,13 @@ import json
 
 import pytest
 import torch
-from conftest import compose_config, run_script
+from helpers import compose_config, run_script
 
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning import generate_app as generate_cli
+from gpt_lightning.config import parse
+from gpt_lightning.generate_app import GenerateConfig
+from gpt_lightning.hydra_app import plain
 from gpt_lightning.generation import generate as generate_tokens
 from gpt_lightning.template import format_prompt
 
@@ -34,8 +37,8 @@ def _one_thread():
 
 
 def compose(tmp_path, export, *overrides):
-    return compose_config("generate", tmp_path / "run", [
-        "init=checkpoint", f"init.path={export[0]}", "device=cpu", "max_new_tokens=6", *overrides])
+    return plain(compose_config("generate", [
+        "init=checkpoint", f"init.path={export[0]}", "device=cpu", "max_new_tokens=6", *overrides]))
 
 
 def greedy_text(model, tok, text, n=6):
@@ -82,11 +85,11 @@ def test_prompt_file_batches_samples_and_output(tmp_path, export, tokenizer, cap
 def test_json_lines_prompt_file(tmp_path, export):
     good = tmp_path / "prompts.jsonl"
     good.write_text(json.dumps({"prompt": "Line one\nline two", "id": 1}) + "\n")
-    assert generate_cli.read_prompts(compose(tmp_path, export, f"prompt_file={good}")) == ["Line one\nline two"]
+    assert generate_cli.read_prompts(parse(GenerateConfig, compose(tmp_path, export, f"prompt_file={good}"), "")) == ["Line one\nline two"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "no prompt field"}\n')
     with pytest.raises(ConfigError, match=r"^prompt_file=.*bad.jsonl:1"):
-        generate_cli.read_prompts(compose(tmp_path, export, f"prompt_file={bad}"))
+        generate_cli.read_prompts(parse(GenerateConfig, compose(tmp_path, export, f"prompt_file={bad}"), ""))
 
 
 def test_instruct_prints_only_the_response(tmp_path, export, tokenizer, capsys):

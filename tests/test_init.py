@@ -5,8 +5,6 @@ The released-weights tests run a real HTTP server on 127.0.0.1 laid out like the
 """
 
 import shutil
-import socket
-import threading
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -16,42 +14,11 @@ import torch
 from omegaconf import OmegaConf
 
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.init import HUB_WEIGHTS, INITS, build_model, resolve_model_config
+from gpt_lightning.init import HUB_WEIGHTS, INITS, build_model
 
-from fake_hub import REPO, REVISION, WEIGHTS_URL, serve_as_openai_124m
+from fake_hub import REPO, REVISION, WEIGHTS_URL, SMALL, closed_port_url as _closed_port_url, max_logit_diff as _max_logit_diff, openai_124m as _openai_124m
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = {"name": "gpt2_small", "vocab_size": 50257, "context_length": 1024, "n_embd": 768,
-         "n_layers": 12, "n_heads": 12, "dropout": 0.0}
-
-
-def _ids(vocab=97):
-    return torch.randint(0, vocab, (2, 17), generator=torch.Generator().manual_seed(1))
-
-
-def _max_logit_diff(ours, hf):
-    with torch.no_grad():
-        return (ours.eval()(_ids()) - hf(_ids()).logits).abs().max().item()
-
-
-def _closed_port_url():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def hub(hf_tiny_folder, tmp_path, monkeypatch):
-    """A running fake hub holding the tiny model as openai_124m, with an empty cache."""
-    folder, hf = hf_tiny_folder
-    with serve_as_openai_124m(folder, tmp_path, monkeypatch) as server:
-        server.hf, server.folder = hf, folder
-        yield server
-
-
-def _openai_124m(**model):
-    return build_model({"name": "openai_124m", "path": None}, {**SMALL, **model})
 
 
 # ---- released weights over HTTP ----------------------------------------------------------------
@@ -68,61 +35,6 @@ def test_download_verifies_caches_and_matches_transformers(hub):
     again = _openai_124m()
     assert len(hub.requests) == 2  # nothing fetched the second time
     assert _max_logit_diff(again, hub.hf) <= 1e-4
-
-
-def test_hash_mismatch_is_rejected_and_leaves_no_file(hub, monkeypatch):
-    monkeypatch.setitem(HUB_WEIGHTS, "openai_124m", replace(HUB_WEIGHTS["openai_124m"], sha256="0" * 64))
-    with pytest.raises(ConfigError, match="corrupt .*sha256"):
-        _openai_124m()
-    assert not (hub.cache / "model.safetensors").exists()
-    assert not (hub.cache / "model.safetensors.part").exists()
-
-
-def test_interrupted_download_resumes_where_it_stopped(hub):
-    hub.cut.add(WEIGHTS_URL)
-    with pytest.raises(ConfigError, match="connection closed after .* run again to resume"):
-        _openai_124m()
-    part = hub.cache / "model.safetensors.part"
-    size = HUB_WEIGHTS["openai_124m"].size
-    assert part.stat().st_size == size // 2
-    assert not (hub.cache / "model.safetensors").exists()
-
-    model = _openai_124m()
-    assert hub.weight_requests()[-1] == (WEIGHTS_URL, f"bytes={size // 2}-")
-    assert _max_logit_diff(model, hub.hf) <= 1e-4
-    assert not part.exists()
-
-
-def test_leftover_part_restarts_when_range_is_ignored(hub):
-    hub.cache.mkdir(parents=True)
-    (hub.cache / "model.safetensors.part").write_bytes(b"stale bytes from another file")
-    hub.ranges = False
-    model = _openai_124m()
-    assert hub.weight_requests() == [(WEIGHTS_URL, "bytes=29-")]  # asked to resume, got it all
-    assert _max_logit_diff(model, hub.hf) <= 1e-4
-
-
-def test_garbage_part_fails_verification_then_next_run_starts_over(hub):
-    hub.cache.mkdir(parents=True)
-    (hub.cache / "model.safetensors.part").write_bytes(b"\0" * 100)
-    with pytest.raises(ConfigError, match="corrupt"):
-        _openai_124m()
-    assert not (hub.cache / "model.safetensors.part").exists()
-    model = _openai_124m()
-    assert hub.weight_requests()[-1] == (WEIGHTS_URL, None)
-    assert _max_logit_diff(model, hub.hf) <= 1e-4
-
-
-def test_concurrent_builds_download_once(hub):
-    results = []
-    workers = [threading.Thread(target=lambda: results.append(_openai_124m())) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert len(results) == 2
-    assert hub.weight_requests() == [(WEIGHTS_URL, None)]
-    assert all(_max_logit_diff(model, hub.hf) <= 1e-4 for model in results)
 
 
 def test_offline_with_nothing_cached_says_where_to_put_the_files(hub, monkeypatch):
@@ -165,19 +77,20 @@ def test_openai_init_from_local_path_checks_the_architecture(hub, tmp_path, monk
 def test_explicit_key_that_disagrees_with_the_weights_fails():
     init = {"name": "openai_355m", "path": None}
     with pytest.raises(ConfigError) as err:
-        resolve_model_config(init, SMALL, explicit={"n_layers"})
+        build_model(init, SMALL, explicit={"n_layers"})  # fails before any download
     assert str(err.value) == ("model.n_layers=12 conflicts with init=openai_355m, whose weights have "
                               "n_layers=24; drop the override or choose another init")
     with pytest.raises(ConfigError, match="model.n_embd=768 and model.n_heads=12 conflict .* "
                                           "n_embd=1024, n_heads=16; drop the overrides"):
-        resolve_model_config(init, SMALL, explicit=["n_embd", "n_heads", "dropout"])
+        build_model(init, SMALL, explicit=["n_embd", "n_heads", "dropout"])
 
 
-def test_non_explicit_keys_are_replaced_and_dropout_is_kept():
-    init = {"name": "openai_355m", "path": None}
-    cfg = resolve_model_config(init, {**SMALL, "n_layers": 24, "dropout": 0.1}, explicit={"n_layers", "dropout"})
-    assert cfg == GPTConfig.from_name("gpt2_medium", dropout=0.1)
-    assert resolve_model_config(OmegaConf.create(init), OmegaConf.create(SMALL)) == GPTConfig.from_name("gpt2_medium")
+def test_non_explicit_keys_are_replaced_and_dropout_is_kept(hub):
+    stored = HUB_WEIGHTS["openai_124m"].config  # the fake hub's tiny model
+    model = build_model({"name": "openai_124m", "path": None}, {**SMALL, "n_layers": 7, "dropout": 0.1},
+                        explicit={"dropout"})
+    assert model.config == replace(stored, dropout=0.1)
+    assert build_model(OmegaConf.create({"name": "openai_124m", "path": None}), OmegaConf.create(SMALL)).config == stored
 
 
 # ---- init=checkpoint ---------------------------------------------------------------------------------
@@ -229,7 +142,6 @@ def test_checkpoint_from_lightning_ckpt(trained, tmp_path, prefix):
     _assert_same_weights(model, trained)
     assert model.lm_head.weight is model.wte.weight
     assert model.config == replace(trained.config, dropout=0.1)
-    assert resolve_model_config({"name": "checkpoint", "path": str(path)}, SMALL) == trained.config
 
 
 def test_lightning_ckpt_whose_weights_do_not_fit_its_config(trained, tmp_path):
@@ -270,7 +182,6 @@ def test_scratch_builds_the_model_config(tiny_config):
     model = build_model(OmegaConf.create({"name": "scratch", "path": None}),
                         OmegaConf.create({"name": "gpt2_tiny", **tiny_config.to_dict()}), explicit={"n_layers"})
     assert model.config == tiny_config
-    assert resolve_model_config({"name": "scratch", "path": None}, tiny_config.to_dict()) == tiny_config
 
 
 def test_init_and_model_mistakes_are_one_line_config_errors(tiny_config):
@@ -290,6 +201,6 @@ def test_init_yaml_files_match_the_code():
     assert sorted(f.stem for f in files) == sorted(INITS)
     for file in files:
         cfg = OmegaConf.load(file)
-        assert dict(cfg) == {"name": file.stem, "path": None}, file
+        assert dict(cfg) == {"_target_": "gpt_lightning.init.InitConfig", "name": file.stem, "path": None}, file
         for line in file.read_text().splitlines():
             assert line.startswith("#") or "  # " in line, f"{file.name}: key without a comment: {line}"

@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import ROOT, data_dir
+from helpers import ROOT, data_dir
 from gpt_lightning import ConfigError, get_tokenizer
 from gpt_lightning.data.instruct import (
     Example,
@@ -36,7 +36,6 @@ def test_template_with_input_matches_alpaca_exactly():
         f"{PREAMBLE}\n\n### Instruction:\nTranslate to French.\n\n"
         "### Input:\nWhere is the station?\n\n### Response:\n"
     )
-    assert prompt + PromptTemplate().format_response("Où est la gare ?") == prompt + "Où est la gare ?"
 
 
 def test_template_without_input_leaves_the_input_section_out():
@@ -78,7 +77,7 @@ def test_collate_shifts_and_ignores_padding_but_the_first_end_of_text():
         [7, 8, E, X, X, X, X, X],
         [10, 11, 12, 13, 14, 15, 16, E],
     ]
-    assert batch["num_target_tokens"] == 5 + 3 + 8
+    assert int((batch["targets"] != -100).sum()) == 5 + 3 + 8
 
 
 def test_collate_masks_the_prompt_when_asked():
@@ -89,7 +88,7 @@ def test_collate_masks_the_prompt_when_asked():
         [X, 8, E, X, X, X, X, X],
         [X, X, X, 13, 14, 15, 16, E],
     ]
-    assert batch["num_target_tokens"] == 3 + 2 + 5
+    assert int((batch["targets"] != -100).sum()) == 3 + 2 + 5
 
 
 def test_collate_cuts_sequences_to_max_length_inputs():
@@ -228,7 +227,7 @@ def test_train_loader_shards_across_ranks(module, monkeypatch):
         shares.append(list(loader.sampler))
     assert len(shares[0]) == len(shares[1]) == 468  # 935 records, padded to an even split
     assert len(set(shares[0]) | set(shares[1])) == 935
-    assert set(next(iter(loader))) == {"input_ids", "targets", "num_target_tokens"}
+    assert set(next(iter(loader))) == {"input_ids", "targets"}
 
 
 def test_short_max_length_cuts_records_and_reports_them_once(caplog):

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-import finetune
-from conftest import compose_config
-from gpt_lightning import GPT, ConfigError
+from helpers import run_job
+from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.init import build_model
 from gpt_lightning.lora import LoRALinear, apply_lora, merge_lora_state
 
@@ -44,16 +43,14 @@ def test_bad_rank_is_a_config_error(tiny_config):
 
 def test_finetune_with_lora_exports_merged_weights(tmp_path):
     out = tmp_path / "run"
-    cfg = compose_config("finetune", out, [
+    run_job("finetune", out, [
         "init=scratch", "model=gpt2_tiny", "debug=smoke", "finetune.lora.rank=4", "optim.lr=1e-2",
         "trainer.enable_progress_bar=false", "logger=none", "callbacks.samples.enabled=false"])
-    finetune.run(cfg)
     exported = GPT.from_pretrained(out / "export").eval()
     from_ckpt = build_model({"name": "checkpoint", "path": str(out / "checkpoints" / "last.ckpt")}, {})
     for (name, a), b in zip(exported.state_dict().items(), from_ckpt.state_dict().values()):
         assert torch.equal(a, b), name
-    torch.manual_seed(123)  # the seed of the run: the scratch weights before fine-tuning
-    initial = build_model({"name": "scratch", "path": None},
-                          {k: v for k, v in cfg.model.items() if k != "name"})
+    # the scratch weights before fine-tuning, from the run's seed
+    initial = build_model({"name": "scratch", "path": None}, GPTConfig.from_name("gpt2_tiny"), seed=123)
     assert torch.equal(exported.wte.weight, initial.wte.weight)  # frozen
     assert not torch.equal(exported.blocks[0].attn.qkv.weight, initial.blocks[0].attn.qkv.weight)  # merged update

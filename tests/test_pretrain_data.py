@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import data_dir
+from helpers import data_dir
 from gpt_lightning import ConfigError, get_tokenizer
 from gpt_lightning.data import token_cache
 from gpt_lightning.data.pretrain import PretrainDataModule
 from gpt_lightning.data.sampler import ResumableSampler
-from gpt_lightning.schedule import lr_at, warmup_steps_from
 
 
 def _module(tmp_path, **kwargs):
@@ -148,19 +147,6 @@ def test_sampler_shards_pads_and_resumes():
     assert list(other_epoch) != list(ResumableSampler(10, shuffle=True, seed=1))
     evaluation = [list(ResumableSampler(10, shuffle=False, seed=1, rank=r, world_size=3, pad=False)) for r in range(3)]
     assert sorted(sum(evaluation, [])) == list(range(10))  # every item exactly once
-
-
-def test_schedule_formula():
-    kw = dict(peak_lr=1e-3, min_lr=1e-4, warmup_steps=10, total_steps=110)
-    assert lr_at(0, **kw) == pytest.approx(1e-4)
-    assert lr_at(9, **kw) == pytest.approx(1e-3)
-    assert lr_at(10, **kw) == pytest.approx(1e-3)
-    assert lr_at(60, **kw) == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert lr_at(110, **kw) == pytest.approx(1e-4)
-    assert lr_at(500, **kw) == pytest.approx(1e-4)
-    assert warmup_steps_from(0.1, 200) == 20 and warmup_steps_from(7, 200) == 7
-    with pytest.raises(ConfigError, match="optim.warmup"):
-        warmup_steps_from(-1, 100)
 
 
 def test_safe_split_points_never_change_the_ids(monkeypatch):

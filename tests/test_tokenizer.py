@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import data_dir
+from helpers import data_dir
 from gpt_lightning import ConfigError, get_tokenizer
 from gpt_lightning.tokenizer import _load_gpt2_encoding
 

@@ -8,8 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import train
-from conftest import compose_config
+from helpers import compose_config, run_job
 from gpt_lightning import GPT
 from gpt_lightning import pipeline
 from gpt_lightning.schedule import lr_at
@@ -32,10 +31,9 @@ def scalars(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
 def trained_run(tmp_path_factory):
     """16 steps of a tiny GPT-2 on The Verdict, validating every 8 batches."""
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_config("train", out, TINY + [
-        "trainer.max_steps=16", "trainer.val_check_interval=8", "optim.lr=3e-3", "optim.warmup=4"])
-    result = train.run(cfg)
-    return out, result, cfg
+    overrides = TINY + ["trainer.max_steps=16", "trainer.val_check_interval=8", "optim.lr=3e-3", "optim.warmup=4"]
+    result = run_job("train", out, overrides)
+    return out, result, compose_config("train", overrides)
 
 
 def test_loss_falls_on_the_verdict(trained_run):
@@ -107,7 +105,7 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, monkeypatch):
     common = TINY + ["trainer.max_steps=10", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
                      "callbacks.checkpoint.every_n_train_steps=3", "callbacks.samples.enabled=false",
                      "optim.warmup=3", "export=false"]
-    full = train.run(compose_config("train", tmp_path / "full", common))
+    full = run_job("train", tmp_path / "full", common)
 
     import lightning as L
 
@@ -117,13 +115,13 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, monkeypatch):
                 raise _Crash
 
     build = pipeline.build_callbacks
-    monkeypatch.setattr(pipeline, "build_callbacks", lambda cfg, out: build(cfg, out) + [CrashAfter()])
+    monkeypatch.setattr(pipeline, "build_callbacks", lambda c, out, spec: build(c, out, spec) + [CrashAfter()])
     with pytest.raises(_Crash):
-        train.run(compose_config("train", tmp_path / "crashed", common))
+        run_job("train", tmp_path / "crashed", common)
     monkeypatch.setattr(pipeline, "build_callbacks", build)
     ckpt = tmp_path / "crashed" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 6
-    resumed = train.run(compose_config("train", tmp_path / "resumed", common + [f"ckpt_path={ckpt}"]))
+    resumed = run_job("train", tmp_path / "resumed", common + [f"ckpt_path={ckpt}"])
 
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     b = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -153,9 +151,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_bad_max_length_names_the_key(tmp_path):
-    cfg = compose_config("train", tmp_path, ["model=gpt2_tiny", "data.max_length=512"])
     with pytest.raises(Exception, match=r"data.max_length=512 .*model.context_length=128"):
-        train.run(cfg)
+        run_job("train", tmp_path, ["model=gpt2_tiny", "data.max_length=512"])
 
 
 def test_result_json_is_written(trained_run):
@@ -164,26 +161,8 @@ def test_result_json_is_written(trained_run):
     assert saved["global_step"] == 16 and saved["params"] == result["params"]
 
 
-def test_weight_decay_groups(tiny_config):
-    """Linear matrices are decayed; biases, LayerNorms and the (tied) embeddings are not."""
-    from types import SimpleNamespace
-
-    from gpt_lightning.lit_module import GPTLitModule
-
-    model = GPT(tiny_config)
-    module = GPTLitModule(model, {"lr": 1e-3})
-    module.trainer = SimpleNamespace(estimated_stepping_batches=10)
-    groups = module.configure_optimizers()["optimizer"].param_groups
-    decayed = {id(p) for p in groups[0]["params"]}
-    names = {name for name, p in model.named_parameters() if id(p) in decayed}
-    assert groups[0]["weight_decay"] == 0.1 and groups[1]["weight_decay"] == 0.0
-    assert names == {n for n, _ in model.named_parameters() if n.endswith(("qkv.weight", "proj.weight", "fc.weight"))}
-    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
-
-
 def test_fsdp_on_cpu_is_one_clear_line(tmp_path):
     from gpt_lightning import ConfigError
 
-    cfg = compose_config("train", tmp_path, ["strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"])
     with pytest.raises(ConfigError, match=r"strategy='fsdp' is invalid: needs GPUs .* use strategy=ddp"):
-        pipeline.build_strategy(cfg)
+        run_job("train", tmp_path, ["strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"])

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import run_script
+from helpers import run_script
 
 SMOKE = ["debug=smoke", "trainer.enable_progress_bar=false", "logger=csv", "callbacks.samples.enabled=false"]
 

@@ -32,12 +32,12 @@ from ..download import fetch_dataset
 from ..errors import ConfigError, bad_value
 from ..template import PromptTemplate, template_from_config
 from ..tokenizer import EOT_ID, Tokenizer, get_tokenizer
+from . import IGNORE_INDEX
 from .sampler import ResumableDataModule
 
 log = logging.getLogger(__name__)
 
 DATASET_NAME = "instruction-data.json"  # the public 1,100-record set (LLMs from scratch, ch. 7)
-IGNORE_INDEX = -100  # target value that torch's cross-entropy skips
 SPLITS = ("train", "val", "test")
 RECORD_HELP = 'an object with string keys "instruction", "output" and optionally "input"'
 _JSON_TYPES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
@@ -173,7 +173,7 @@ def tokenize_records(records: Sequence[dict], template: PromptTemplate,
     """Tokenize each record once into prompt and response ids (the response gets end-of-text)."""
     tokenizer = tokenizer or get_tokenizer()
     prompts = tokenizer.encode_batch([template.format_prompt(r["instruction"], r["input"]) for r in records])
-    responses = tokenizer.encode_batch([template.format_response(r["output"]) for r in records])
+    responses = tokenizer.encode_batch([r["output"] for r in records])
     return [Example(prompt, response + [tokenizer.eot_id]) for prompt, response in zip(prompts, responses)]
 
 
@@ -188,8 +188,7 @@ def count_truncated(examples: Sequence[Example], max_length: int | None) -> int:
 class InstructCollator:
     """Pads a list of :class:`Example` into ``input_ids`` and ``targets`` (see the module docstring).
 
-    Returns ``{"input_ids": (B, T) long, "targets": (B, T) long, "num_target_tokens": int}``,
-    where ``num_target_tokens`` counts the targets the loss uses (not -100).
+    Returns ``{"input_ids": (B, T) long, "targets": (B, T) long}``.
     """
 
     max_length: int | None = None  # most input positions per sequence; None: no limit
@@ -212,7 +211,6 @@ class InstructCollator:
         return {
             "input_ids": tokens[:, :-1].contiguous(),
             "targets": targets,
-            "num_target_tokens": int((targets != self.ignore_index).sum()),
         }
 
 
@@ -291,9 +289,6 @@ class InstructDataModule(ResumableDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         """Batches of one split; each rank reads its own share (see ``ResumableSampler``)."""
