@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
 from gpt_lightning.generation import generate, to_inference_layout  # noqa: E402
 
@@ -54,7 +55,7 @@ def build_engines(args, folder: Path) -> dict:
 
     torch.manual_seed(0)
     ours = GPT(GPTConfig.from_name(args.size))
-    ours.save_pretrained(folder)
+    save_pretrained(ours, folder)
     dtype, device = DTYPES[args.dtype], torch.device(args.device)
     ours = ours.to(device=device, dtype=dtype).eval()
     hf = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="sdpa", dtype=dtype)

@@ -105,7 +105,26 @@ def _resolve(path: str | Path) -> tuple[Path, Path | None]:
 def read_config(path: str | Path) -> GPTConfig | None:
     """The GPTConfig stored beside the weights at ``path``, or None if there is none."""
     _, cfg_file = _resolve(path)
-    return config_from_hf(json.loads(cfg_file.read_text())) if cfg_file else None
+    return _config_file(cfg_file) if cfg_file else None
+
+
+def _config_file(cfg_file: Path) -> GPTConfig:
+    """A config.json read into a GPTConfig; every problem is one line naming the file."""
+    try:
+        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{cfg_file} is not UTF-8 text (byte {err.start}); it must be a GPT-2 config.json") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{cfg_file} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg}); "
+                          "it must be a GPT-2 config.json") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(f"{cfg_file} holds a JSON {type(hf).__name__}, not the object of a GPT-2 config.json")
+    try:
+        return config_from_hf(hf)
+    except KeyError as err:
+        raise ConfigError(f"{cfg_file} has no {err.args[0]!r} key; it must be a GPT-2 config.json") from None
+    except ConfigError as err:
+        raise ConfigError(f"{cfg_file}: {err}") from None
 
 
 def hf_to_ours(state: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
@@ -180,7 +199,7 @@ def load_pretrained(path: str | Path, config: GPTConfig | None = None, **overrid
     if config is None:
         if cfg_file is None:
             raise ConfigError(f"no config.json beside {weights}; pass config=GPTConfig(...) for its shapes")
-        config = config_from_hf(json.loads(cfg_file.read_text()))
+        config = _config_file(cfg_file)
     if overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **overrides})
     try:

@@ -3,7 +3,7 @@
 ``init=scratch`` builds the ``model`` config with random weights. ``init=openai_124m``,
 ``openai_355m``, ``openai_774m`` and ``openai_1558m`` start from OpenAI's released GPT-2
 weights, and ``init=checkpoint`` from ``init.path``: an export folder
-(``GPT.save_pretrained``), a transformers GPT-2 folder, a ``.safetensors`` file with
+(``hf_io.save_pretrained``), a transformers GPT-2 folder, a ``.safetensors`` file with
 ``config.json`` beside it, or a Lightning ``.ckpt`` of this project.
 
 Weights decide the architecture. Model keys the user set explicitly must agree with them;

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -272,17 +271,3 @@ class GPT(nn.Module):
         keep = causal & attention_mask.bool()[:, None, :]  # (B, T, S)
         keep = keep | (k_pos == q_pos)
         return keep.unsqueeze(1)  # (B, 1, T, S)
-
-    # ---- weights in and out (Hugging Face GPT-2 layout) --------------------------------
-    @classmethod
-    def from_pretrained(cls, path: str | Path, config: GPTConfig | None = None, **overrides) -> "GPT":
-        """Load a folder or ``.safetensors`` file in the GPT-2 layout (see ``hf_io``)."""
-        from .hf_io import load_pretrained
-
-        return load_pretrained(path, config=config, **overrides)
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` that transformers can load."""
-        from .hf_io import save_pretrained
-
-        return save_pretrained(self, folder)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from helpers import compose_config, run_script
 
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning import generate_app as generate_cli
 from gpt_lightning.config import parse
@@ -25,7 +26,7 @@ def export(tmp_path_factory):
     """A 1-layer GPT with the GPT-2 vocabulary, written as our export folder."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50257, context_length=256, n_embd=16, n_layers=1, n_heads=2)).eval()
-    return model.save_pretrained(tmp_path_factory.mktemp("tiny_export")), model
+    return save_pretrained(model, tmp_path_factory.mktemp("tiny_export")), model
 
 
 @pytest.fixture(autouse=True)

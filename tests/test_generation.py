@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from gpt_lightning.hf_io import load_pretrained, save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.generation import (StopCriteria, StreamDecoder, apply_repetition_penalty, beam_search,
                                       filter_top_k, filter_top_p, generate, process_logits, sample,
@@ -106,7 +107,7 @@ def test_inference_layout_changes_memory_order_only(tmp_path):
     with torch.no_grad():
         assert (model(idx) - logits).abs().max().item() < 1e-5
     assert generate(model, PROMPTS, max_new_tokens=20, temperature=0.0) == expected
-    again = GPT.from_pretrained(model.save_pretrained(tmp_path / "export"))
+    again = load_pretrained(save_pretrained(model, tmp_path / "export"))
     assert all(torch.equal(v, state[k]) for k, v in again.state_dict().items())
 
 
@@ -387,7 +388,7 @@ def hf_pair(tmp_path_factory):
     hf = transformers.GPT2LMHeadModel(cfg).eval()
     folder = tmp_path_factory.mktemp("hf_gen")
     hf.save_pretrained(folder)
-    return GPT.from_pretrained(folder).eval(), hf
+    return load_pretrained(folder).eval(), hf
 
 
 def hf_generate(hf, prompt, **kwargs):

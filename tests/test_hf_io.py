@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from gpt_lightning.hf_io import load_pretrained, save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 
 
@@ -14,7 +15,7 @@ def _batches(vocab, n=3):
 
 def test_transformers_checkpoint_loads_with_same_logits(hf_tiny_folder):
     folder, hf = hf_tiny_folder
-    ours = GPT.from_pretrained(folder).eval()
+    ours = load_pretrained(folder).eval()
     assert ours.config.n_layers == 2 and ours.config.context_length == 48
     with torch.no_grad():
         for idx in _batches(97):
@@ -32,8 +33,8 @@ def test_loads_single_file_with_or_without_prefix_and_mask_buffers(hf_tiny_folde
         bare[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
     path = tmp_path / "released.safetensors"
     save_file(bare, str(path))
-    cfg = GPT.from_pretrained(folder).config
-    ours = GPT.from_pretrained(path, config=cfg).eval()
+    cfg = load_pretrained(folder).config
+    ours = load_pretrained(path, config=cfg).eval()
     idx = _batches(97)[1]
     with torch.no_grad():
         assert (ours(idx) - hf(idx).logits).abs().max().item() <= 1e-4
@@ -48,14 +49,14 @@ def test_our_export_loads_in_transformers(tmp_path):
         for name, p in ours.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0, 0.05)
-    folder = ours.save_pretrained(tmp_path / "export")
+    folder = save_pretrained(ours, tmp_path / "export")
     assert json.loads((folder / "config.json").read_text())["n_layer"] == 2
     hf = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
     with torch.no_grad():
         for idx in _batches(97):
             assert (ours(idx) - hf(idx).logits).abs().max().item() <= 1e-4
     # and back into ours: identical weights
-    again = GPT.from_pretrained(folder)
+    again = load_pretrained(folder)
     for (k, a), b in zip(ours.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -68,9 +69,9 @@ def test_mismatch_is_one_error_listing_everything(hf_tiny_folder, tmp_path):
     state["transformer.extra.weight"] = torch.ones(3)
     path = tmp_path / "broken.safetensors"
     save_file(state, str(path))
-    cfg = GPT.from_pretrained(folder).config
+    cfg = load_pretrained(folder).config
     with pytest.raises(ConfigError) as err:
-        GPT.from_pretrained(path, config=cfg)
+        load_pretrained(path, config=cfg)
     msg = str(err.value)
     assert "missing 1" in msg and "h.1.mlp.c_fc.bias" in msg
     assert "unexpected 1" in msg and "extra.weight" in msg
@@ -80,10 +81,10 @@ def test_mismatch_is_one_error_listing_everything(hf_tiny_folder, tmp_path):
 def test_wrong_config_shape_is_reported(hf_tiny_folder):
     folder, _ = hf_tiny_folder
     with pytest.raises(ConfigError, match="mis-shaped"):
-        GPT.from_pretrained(folder / "model.safetensors",
+        load_pretrained(folder / "model.safetensors",
                             config=GPTConfig(vocab_size=97, context_length=48, n_embd=64, n_layers=2, n_heads=4))
 
 
 def test_missing_path_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        GPT.from_pretrained(tmp_path / "nope")
+        load_pretrained(tmp_path / "nope")

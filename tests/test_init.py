@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.init import HUB_WEIGHTS, INITS, build_model
 
@@ -68,7 +69,7 @@ def test_openai_init_from_local_path_checks_the_architecture(hub, tmp_path, monk
     assert _max_logit_diff(build_model(init, SMALL), hub.hf) <= 1e-4
 
     other = GPT(GPTConfig(vocab_size=97, context_length=48, n_embd=32, n_layers=3, n_heads=4))
-    folder = other.save_pretrained(tmp_path / "other")
+    folder = save_pretrained(other, tmp_path / "other")
     with pytest.raises(ConfigError, match=r"n_layers=3 \(not 2\), so it is not init=openai_124m"):
         build_model({"name": "openai_124m", "path": str(folder)}, SMALL)
 
@@ -116,7 +117,7 @@ def _checkpoint(path, **model):
 
 
 def test_checkpoint_from_export_folder(trained, tmp_path):
-    folder = trained.save_pretrained(tmp_path / "export")
+    folder = save_pretrained(trained, tmp_path / "export")
     model = _checkpoint(folder, dropout=0.2)
     _assert_same_weights(model, trained)
     assert model.config == replace(trained.config, dropout=0.2)

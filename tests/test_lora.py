@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from helpers import run_job
+from gpt_lightning.hf_io import load_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.init import build_model
 from gpt_lightning.lora import LoRALinear, apply_lora, merge_lora_state
@@ -46,7 +47,7 @@ def test_finetune_with_lora_exports_merged_weights(tmp_path):
     run_job("finetune", out, [
         "init=scratch", "model=gpt2_tiny", "debug=smoke", "finetune.lora.rank=4", "optim.lr=1e-2",
         "trainer.enable_progress_bar=false", "logger=none", "callbacks.samples.enabled=false"])
-    exported = GPT.from_pretrained(out / "export").eval()
+    exported = load_pretrained(out / "export").eval()
     from_ckpt = build_model({"name": "checkpoint", "path": str(out / "checkpoints" / "last.ckpt")}, {})
     for (name, a), b in zip(exported.state_dict().items(), from_ckpt.state_dict().values()):
         assert torch.equal(a, b), name

@@ -9,6 +9,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import compose_config, run_job
+from gpt_lightning.hf_io import load_pretrained
 from gpt_lightning import GPT
 from gpt_lightning import pipeline
 from gpt_lightning.schedule import lr_at
@@ -80,7 +81,7 @@ def test_artifacts_exist_and_export_matches_checkpoint(trained_run):
     for name in ("config.yaml", "loss.png", "samples.txt", "result.json"):
         assert (out / name).is_file(), name
     assert len((out / "samples.txt").read_text().splitlines()) == 2
-    exported = GPT.from_pretrained(out / "export").eval()
+    exported = load_pretrained(out / "export").eval()
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     for key, value in exported.state_dict().items():
         assert torch.equal(value, state["model." + key]), key
@@ -89,7 +90,7 @@ def test_artifacts_exist_and_export_matches_checkpoint(trained_run):
 def test_export_loads_in_transformers(trained_run):
     transformers = pytest.importorskip("transformers")
     out, _, _ = trained_run
-    ours = GPT.from_pretrained(out / "export").eval()
+    ours = load_pretrained(out / "export").eval()
     hf = transformers.GPT2LMHeadModel.from_pretrained(out / "export").eval()
     idx = torch.randint(0, 50257, (2, 20))
     with torch.no_grad():

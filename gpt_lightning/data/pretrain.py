@@ -52,7 +52,8 @@ class PretrainDataModule(ResumableDataModule):
         if name not in CORPORA and name != "text":
             raise bad_value("data.name", name, f"one of {sorted(CORPORA) + ['text']}")
         if name == "text" and not path:
-            raise ConfigError("data=text needs data.path=<a file, a folder or a glob of UTF-8 text files>")
+            raise bad_value("data.path", path, "data=text needs one: a UTF-8 text file, a folder or a glob "
+                            "such as data.path='books/**/*.txt'")
         for key, value in (("data.max_length", max_length), ("data.batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise bad_value(key, value, "a positive integer")
@@ -87,11 +88,14 @@ class PretrainDataModule(ResumableDataModule):
         need = self.max_length + 1
         for part, size in (("training", split), ("validation", n - split)):
             if size < need:
-                fits = max(1, min(split, n - split) - 1)
+                fits = min(split, n - split) - 1  # the longest window both parts hold
+                advice = (f"use data.max_length<={fits} or more text" if fits >= 1 else
+                          f"no window fits in so little text; give it at least {2 * (need + 1):,} tokens "
+                          f"(about {8 * (need + 1):,} characters) or a smaller data.max_length with more text")
                 raise ConfigError(
                     f"{self.describe()} has {n:,} tokens, so its {part} part ({size:,} tokens, "
                     f"data.val_fraction={self.val_fraction}) is shorter than one window of "
-                    f"data.max_length={self.max_length} + 1; use data.max_length<={fits} or more text"
+                    f"data.max_length={self.max_length} + 1; {advice}"
                 )
         self.train_set = SlidingWindowDataset(token_file, 0, split, self.max_length, self.stride)
         # validation windows do not overlap, so every validation token is scored once
