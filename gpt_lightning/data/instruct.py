@@ -69,7 +69,7 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _parse_json(path: Path, text: str) -> list[tuple[str, Any]]:
-    """Records of a JSON file, each with its location for messages ("record 3")."""
+    """Records of a JSON file, each with its location for messages ("record 3 (line 12)")."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -78,7 +78,19 @@ def _parse_json(path: Path, text: str) -> list[tuple[str, Any]]:
     if not isinstance(data, list):
         raise ConfigError(f"{path}: the top level is a JSON {_json_type(data)}, expected a list of records "
                           "([{...}, ...]) or a .jsonl file with one record per line")
-    return [(f"record {index}", record) for index, record in enumerate(data)]
+    lines = _element_lines(text, len(data))
+    return [(f"record {index} (line {line})", record) for index, (record, line) in enumerate(zip(data, lines), start=1)]
+
+
+def _element_lines(text: str, count: int) -> list[int]:
+    """The line on which each element of a JSON list starts (the list parsed without error)."""
+    decoder, lines, pos = json.JSONDecoder(), [], text.index("[") + 1
+    for _ in range(count):
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        lines.append(text.count("\n", 0, pos) + 1)
+        _, pos = decoder.raw_decode(text, pos)
+    return lines
 
 
 def _parse_json_lines(path: Path, text: str) -> list[tuple[str, Any]]:
@@ -87,7 +99,7 @@ def _parse_json_lines(path: Path, text: str) -> list[tuple[str, Any]]:
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        where = f"record {len(located)} (line {line_no})"
+        where = f"record {len(located) + 1} (line {line_no})"
         try:
             located.append((where, json.loads(line)))
         except json.JSONDecodeError as err:

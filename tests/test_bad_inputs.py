@@ -1,0 +1,213 @@
+"""The catalogue of bad inputs: each stops before anything heavy with one line naming the key.
+
+In-process cases compose the entry point's config exactly as the CLI does and run its checks
+(``train_spec`` / generate's schema); a few run the real scripts to check the exit code 2 and
+that stderr is a single ``error:`` line, and that a sweep lists a bad job and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers import compose_config, run_script
+from gpt_lightning import ConfigError, GPT, GPTConfig
+from gpt_lightning.config import parse, train_spec
+from gpt_lightning.generate_app import GenerateConfig, read_prompts
+from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.hydra_app import plain
+from gpt_lightning.init import build_model
+
+T, F = "train", "finetune"
+CASES = [
+    # booleans are true/false only
+    (T, ["model.qkv_bias=off"], r"model.qkv_bias='off' is invalid: true or false"),
+    (T, ["model.bias=yes"], r"model.bias='yes' is invalid: true or false"),
+    (T, ["export=no"], r"export='no' is invalid: true or false"),
+    (T, ["perf.compile=maybe"], r"perf.compile='maybe' is invalid: true or false"),
+    (T, ["data.shuffle=nope"], r"data.shuffle='nope' is invalid: true or false"),
+    (T, ["callbacks.samples.enabled=perhaps"], r"callbacks.samples.enabled='perhaps' is invalid: true or false"),
+    (F, ["data.mask_prompt=maybe"], r"data.mask_prompt='maybe' is invalid: true or false"),
+    (F, ["finetune.responses.enabled=1"], r"finetune.responses.enabled=1 is invalid: true or false"),
+    # numbers of the wrong type
+    (T, ["seed=1.5"], r"seed=1.5 is invalid: an integer"),
+    (T, ["seed=abc"], r"seed='abc' is invalid: an integer"),
+    (T, ["model.n_embd=64.5"], r"model.n_embd=64.5 is invalid: an integer"),
+    (T, ["ckpt_path=123"], r"ckpt_path=123 is invalid: a string or null"),
+    # the trainer
+    (T, ["trainer.gradient_clip_val=-1"], r"trainer.gradient_clip_val=-1.0 is invalid: a positive norm"),
+    (T, ["trainer.gradient_clip_val=0"], r"trainer.gradient_clip_val=0.0 is invalid"),
+    (T, ["trainer.devices=0"], r"trainer.devices=0 is invalid: a number of devices >= 1"),
+    (T, ["trainer.devices=-2"], r"trainer.devices=-2 is invalid"),
+    (T, ["trainer.devices=abc"], r"trainer.devices='abc' is invalid"),
+    (T, ["trainer.precision=bogus"], r"trainer.precision='bogus' is invalid: null .* or one of 32-true"),
+    (T, ["trainer.accumulate_grad_batches=0"], r"trainer.accumulate_grad_batches=0 is invalid"),
+    (T, ["trainer.accelerator=tpux"], r"trainer.accelerator='tpux' is invalid: one of auto, cpu"),
+    (T, ["trainer.max_epochs=0"], r"trainer.max_epochs=0 is invalid"),
+    (T, ["trainer.max_steps=0"], r"trainer.max_steps=0 is invalid"),
+    (T, ["trainer.log_every_n_steps=0"], r"trainer.log_every_n_steps=0 is invalid"),
+    (T, ["trainer.val_check_interval=0"], r"trainer.val_check_interval=0 is invalid"),
+    (T, ["trainer.val_check_interval=1.5"], r"trainer.val_check_interval=1.5 is invalid: a fraction"),
+    (T, ["trainer.limit_train_batches=0"], r"trainer.limit_train_batches=0 is invalid"),
+    (T, ["trainer.num_nodes=0"], r"trainer.num_nodes=0 is invalid"),
+    (T, ["trainer.num_sanity_val_steps=-5"], r"trainer.num_sanity_val_steps=-5 is invalid"),
+    (T, ["+trainer.bogus_arg=1"], r"trainer.bogus_arg=1 is invalid: not a Trainer argument"),
+    (T, ["+trainer.callbacks=1"], r"trainer.callbacks=1 is invalid: not a Trainer argument this project passes on"),
+    # strategies
+    (T, ["strategy=single", "trainer.devices=2"], r"strategy='single' is invalid: trainer.devices=2 needs"),
+    (T, ["strategy=ddp", "strategy.find_unused_parameters=maybe"], r"strategy.find_unused_parameters='maybe'"),
+    (T, ["strategy=ddp", "strategy.process_group_backend=mpi"], r"strategy.process_group_backend='mpi' is invalid: one of nccl, gloo"),
+    (T, ["strategy.name=bogus"], r"strategy='bogus' is invalid: one of auto, single, ddp, fsdp"),
+    # the optimizer
+    (T, ["optim.lr=0"], r"optim.lr=0.0 is invalid: a positive number"),
+    (T, ["optim.lr=-1"], r"optim.lr=-1.0 is invalid"),
+    (T, ["optim.min_lr=1"], r"optim.min_lr=1.0 is invalid: between 0 and optim.lr"),
+    (T, ["optim.betas=[0.9]"], r"optim.betas=\[0.9\] is invalid: two numbers"),
+    (T, ["optim.betas=[0.9,1.5]"], r"optim.betas=\[0.9, 1.5\] is invalid"),
+    (T, ["optim.warmup=-1"], r"optim.warmup=-1 is invalid"),
+    (T, ["optim.warmup=1.5"], r"optim.warmup=1.5 is invalid: a step count .* or a fraction"),
+    (T, ["optim.weight_decay=-0.1"], r"optim.weight_decay=-0.1 is invalid"),
+    (T, ["optim.eps=0"], r"optim.eps=0.0 is invalid"),
+    (T, ["+optim.momentum=0.9"], r"optim.momentum=0.9 is invalid: not a optim key; known keys"),
+    # callbacks and perf
+    (T, ["callbacks.checkpoint.every_n_train_steps=0"], r"callbacks.checkpoint.every_n_train_steps=0 is invalid"),
+    (T, ["callbacks.samples.max_new_tokens=0"], r"callbacks.samples.max_new_tokens=0 is invalid"),
+    (T, ["callbacks.samples.temperature=-1"], r"callbacks.samples.temperature=-1.0 is invalid"),
+    (T, ["callbacks.early_stopping.patience=0"], r"callbacks.early_stopping.patience=0 is invalid"),
+    (T, ["perf.mfu_peak_tflops=-5"], r"perf.mfu_peak_tflops=-5.0 is invalid"),
+    # the model and init
+    (T, ["model.n_heads=5"], r"model.n_heads=5 is invalid: model.n_embd=256 must be divisible by it"),
+    (T, ["model.dropout=1.5"], r"model.dropout=1.5 is invalid: a probability"),
+    (T, ["model.n_layers=0"], r"model.n_layers=0 is invalid: a positive integer"),
+    (T, ["model.context_length=-1"], r"model.context_length=-1 is invalid"),
+    (T, ["+model.n_layer=3"], r"model.n_layer=3 is invalid: not a model key"),
+    (T, ["init.name=gpt3"], r"init='gpt3' is invalid: one of"),
+    (T, ["init=checkpoint"], r"init.path=None is invalid: init=checkpoint needs one"),
+    (T, ["init.path=/some/weights"], r"init.path='/some/weights' is invalid: init=scratch starts from random weights"),
+    # data
+    (T, ["data.batch_size=0"], r"data.batch_size=0 is invalid: a positive integer"),
+    (T, ["data.stride=0"], r"data.stride=0 is invalid"),
+    (T, ["data.val_fraction=1.5"], r"data.val_fraction=1.5 is invalid"),
+    (T, ["data.max_length=0"], r"data.max_length=0 is invalid"),
+    (T, ["data.name=bogus"], r"data.name='bogus' is invalid"),
+    (T, ["data=text"], r"data.path=None is invalid: data=text needs one"),
+    (F, ["data.train_fraction=0.9"], r"data.train_fraction=0.9 is invalid: train \+ val \+ test fractions sum to 1.05"),
+    (F, ["data.batch_size=0"], r"data.batch_size=0 is invalid"),
+    (F, ["data.template.preamble=1"], r"data.template.preamble=1 is invalid: a string"),
+    # fine-tuning
+    (F, ["finetune.lora.rank=-1"], r"finetune.lora.rank=-1 is invalid"),
+    (F, ["finetune.lora.targets=[bogus]"], r"finetune.lora.targets=\['bogus'\] is invalid: a non-empty list among"),
+    (F, ["finetune.lora.alpha=0"], r"finetune.lora.alpha=0.0 is invalid"),
+    (F, ["finetune.responses.max_new_tokens=0"], r"finetune.responses.max_new_tokens=0 is invalid"),
+    (F, ["finetune.responses.file=a/b.jsonl"], r"finetune.responses.file='a/b.jsonl' is invalid"),
+    # the top level
+    (T, ["+bogus_top=1"], r"bogus_top=1 is invalid: not a key of this run"),
+]
+
+
+@pytest.mark.parametrize("config, overrides, message", CASES, ids=[" ".join(c[1]) + f" ({c[0]})" for c in CASES])
+def test_bad_training_value_is_one_line(config, overrides, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        train_spec(plain(compose_config(config, overrides)))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu():
+    with pytest.raises(ConfigError, match=r"trainer.accelerator='gpu' is invalid: no CUDA GPU is visible here"):
+        train_spec(plain(compose_config(T, ["trainer.accelerator=gpu"])))
+
+
+GENERATE = [
+    (["stream=maybe"], r"stream='maybe' is invalid: true or false"),
+    (["batch_size=0"], r"batch_size=0 is invalid: an integer >= 1"),
+    (["num_samples=0"], r"num_samples=0 is invalid"),
+    (["seed=x"], r"seed='x' is invalid: an integer"),
+    (['stop=[""]'], r"stop=\[''\] is invalid: a list of non-empty strings"),
+    (["+bogus=1"], r"bogus=1 is invalid: not a key of this command"),
+    (["max_new_tokens=1.5"], r"max_new_tokens=1.5 is invalid: an integer"),
+    (["instruct=nah"], r"instruct='nah' is invalid: true or false"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", GENERATE, ids=[" ".join(c[0]) for c in GENERATE])
+def test_bad_generate_value_is_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(GenerateConfig, plain(compose_config("generate", overrides)), "")
+
+
+def test_prompt_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "prompts.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    cfg = parse(GenerateConfig, plain(compose_config("generate", [f"prompt_file={bad}"])), "")
+    with pytest.raises(ConfigError, match=r"prompt_file='.*prompts.txt' is invalid: UTF-8 text \(byte 3 is not\)"):
+        read_prompts(cfg)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", r"config.json is not valid JSON \(line 1, column 2"),
+    ("[1, 2]", r"config.json holds a JSON list"),
+    ('{"model_type": "gpt2", "n_embd": 32}', r"config.json has no 'vocab_size' key"),
+    ('{"model_type": "gpt2", "vocab_size": 97, "n_embd": 32, "n_layer": -1, "n_head": 4}',
+     r"config.json: model.n_layers=-1 is invalid"),
+])
+def test_broken_config_json_names_the_file(tmp_path, text, message):
+    folder = save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=16, n_embd=32, n_layers=1, n_heads=4)),
+                             tmp_path / "export")
+    (folder / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        build_model({"name": "checkpoint", "path": str(folder)}, {})
+
+
+def test_vocabulary_smaller_than_the_tokenizer():
+    with pytest.raises(ConfigError, match=r"model.vocab_size=100 is invalid: at least 50,257"):
+        build_model({"name": "scratch"}, GPTConfig(vocab_size=100, context_length=16, n_embd=32, n_layers=1,
+                                                   n_heads=4), tokenizer_vocab=50257)
+
+
+def test_advice_for_a_tiny_text_is_a_value_that_runs(tmp_path):
+    """A 27-byte file has no window of any length: the advice must not be a value that fails again."""
+    from gpt_lightning.data.pretrain import PretrainDataModule
+
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("A very short text, indeed.\n")
+    dm = PretrainDataModule(name="text", path=str(tiny), max_length=64, cache=str(tmp_path / "c"), progress=False)
+    with pytest.raises(ConfigError, match=r"no window fits in so little text; give it at least") as err:
+        dm.setup()
+    assert "data.max_length<=" not in str(err.value)
+
+    longer = tmp_path / "longer.txt"
+    longer.write_text("word " * 300)
+    dm = PretrainDataModule(name="text", path=str(longer), max_length=256, cache=str(tmp_path / "c"), progress=False)
+    with pytest.raises(ConfigError, match=r"use data.max_length<=(\d+)") as err:
+        dm.setup()
+    fits = int(err.value.args[0].rsplit("data.max_length<=", 1)[1].split()[0])
+    PretrainDataModule(name="text", path=str(longer), max_length=fits, cache=str(tmp_path / "c"), progress=False).setup()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["trainer.gradient_clip_val=-1"], "error: trainer.gradient_clip_val=-1.0 is invalid"),
+    (["data.batch_size=0"], "error: data.batch_size=0 is invalid"),
+    (["data=text"], "error: data.path=None is invalid"),
+])
+def test_cli_exit_code_2_and_one_line(tmp_path, args, message):
+    proc = run_script("train.py", args + [f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_script("train.py", ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
+                                   "callbacks.samples.enabled=false", "data.batch_size=0,2",
+                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (sweep / "summary.md").read_text().splitlines()[2:]
+    assert len(rows) == 2
+    assert "failed: data.batch_size=0 is invalid" in rows[0] and rows[1].rstrip(" |").endswith("ok")
+    ok = json.loads((sweep / "1_data.batch_size-2" / "result.json").read_text())
+    assert ok["global_step"] == 4
