@@ -134,6 +134,7 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
         template = getattr(spec.data, "template", None)
         callbacks.append(SampleText(prompt=s.prompt, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                     top_k=s.top_k, out_dir=str(out), instruct=s.instruct, template=template))
+    callbacks.append(CheckAgainstData(spec.trainer))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))
     responses = spec.finetune.responses if spec.finetune else None
@@ -141,6 +142,27 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
         callbacks.append(WriteResponses(out / responses.file, max_new_tokens=responses.max_new_tokens,
                                         batch_size=responses.batch_size))
     return callbacks
+
+
+class CheckAgainstData(L.Callback):
+    """The checks that need the data set up: a validation interval longer than an epoch."""
+
+    def __init__(self, trainer: TrainerConfig) -> None:
+        self.trainer = trainer
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        interval, t = self.trainer.val_check_interval, self.trainer
+        if stage != "fit" or not isinstance(interval, int) or t.check_val_every_n_epoch is None:
+            return
+        batches = len(trainer.datamodule.train_dataloader())
+        if isinstance(t.limit_train_batches, int):
+            batches = min(batches, t.limit_train_batches)
+        elif isinstance(t.limit_train_batches, float):
+            batches = int(batches * t.limit_train_batches)
+        if interval > batches:
+            raise bad_value("trainer.val_check_interval", interval,
+                            f"at most the {batches} training batches of an epoch; use a smaller count, a fraction "
+                            "such as 0.5, or null to validate once per epoch")
 
 
 def build_logger(spec: TrainSpec, out: Path):

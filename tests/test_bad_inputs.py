@@ -200,6 +200,16 @@ def test_cli_exit_code_2_and_one_line(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
 
 
+def test_validation_interval_longer_than_an_epoch(tmp_path):
+    """Needs the data: checked when it is set up, before the first training step."""
+    from helpers import run_job
+
+    with pytest.raises(ConfigError, match=r"trainer.val_check_interval=50 is invalid: at most the 4 training batches"):
+        run_job("train", tmp_path, ["debug=smoke", "trainer.val_check_interval=50", "logger=none",
+                                    "trainer.enable_progress_bar=false"])
+    assert not (tmp_path / "checkpoints").exists()
+
+
 def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_script("train.py", ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
@@ -209,5 +219,5 @@ def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
     rows = (sweep / "summary.md").read_text().splitlines()[2:]
     assert len(rows) == 2
     assert "failed: data.batch_size=0 is invalid" in rows[0] and rows[1].rstrip(" |").endswith("ok")
-    ok = json.loads((sweep / "1_data.batch_size-2" / "result.json").read_text())
+    ok = json.loads(next(sweep.glob("1_*/result.json")).read_text())
     assert ok["global_step"] == 4
