@@ -412,18 +412,21 @@ def test_left_padded_batch_equals_transformers(hf_pair):
     assert generate(ours, PROMPTS, max_new_tokens=20, temperature=0.0) == theirs[:, L:].tolist()
 
 
-@pytest.mark.parametrize("num_beams, length_penalty, eos", [
-    (3, 1.0, None),  # no eos: every beam runs to max_new_tokens
-    (3, 1.0, 95),
-    (4, 0.5, 54),
-    (2, 2.0, 95),
+@pytest.mark.parametrize("num_beams, length_penalty, eos, penalty", [
+    (3, 1.0, None, 1.0),  # no eos: every beam runs to max_new_tokens
+    (3, 1.0, 95, 1.0),
+    (4, 0.5, 54, 1.0),
+    (2, 2.0, 95, 1.0),
+    (3, 1.0, None, 1.3),  # transformers penalises the log-probs in beam search, not the logits
+    (4, 0.5, 54, 2.0),
+    (2, 1.0, None, 0.7),  # < 1 favours repeats
 ])
-def test_beam_search_equals_transformers(hf_pair, num_beams, length_penalty, eos):
+def test_beam_search_equals_transformers(hf_pair, num_beams, length_penalty, eos, penalty):
     """transformers' beam search (early_stopping=False): finished hypotheses scored
     sum_logprobs / new_len ** length_penalty, stopping once none can improve."""
     ours, hf = hf_pair
     for prompt in PROMPTS:
         theirs = hf_generate(hf, prompt, max_new_tokens=25, num_beams=num_beams, length_penalty=length_penalty,
-                             eos_token_id=eos, pad_token_id=eos)
-        assert beam_search(ours, prompt, num_beams=num_beams, max_new_tokens=25,
-                           length_penalty=length_penalty, eos_id=eos) == theirs
+                             eos_token_id=eos, pad_token_id=eos, repetition_penalty=penalty)
+        assert beam_search(ours, prompt, num_beams=num_beams, max_new_tokens=25, length_penalty=length_penalty,
+                           eos_id=eos, repetition_penalty=penalty) == theirs
