@@ -22,12 +22,14 @@ def run(cfg: DictConfig) -> dict:
     check_lengths(model, datamodule.max_length)
 
     def after_fit(trainer, module, out):
-        if not cfg.responses.enabled or not trainer.is_global_zero:
+        if not cfg.responses.enabled:
             return {}
-        summary = write_responses(module.model, datamodule.test_records, datamodule.template,
-                                  out / cfg.responses.file, max_new_tokens=cfg.responses.max_new_tokens,
-                                  batch_size=cfg.responses.batch_size, device=trainer.strategy.root_device)
-        log_text_table(trainer, "responses", out / cfg.responses.file, limit=10)
+        path = out / cfg.responses.file if trainer.is_global_zero else None  # every rank generates, rank 0 writes
+        summary = module.on_every_rank(write_responses, datamodule.test_records, datamodule.template, path,
+                                       max_new_tokens=cfg.responses.max_new_tokens,
+                                       batch_size=cfg.responses.batch_size, device=trainer.strategy.root_device)
+        if path is not None:
+            log_text_table(trainer, "responses", path, limit=10)
         return summary
 
     return fit(cfg, datamodule, model, after_fit=after_fit)

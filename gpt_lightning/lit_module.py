@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import bad_value
+from .lora import LoRALinear
 from .model import GPT
 from .schedule import lr_at, warmup_steps_from
 
@@ -124,8 +125,8 @@ class GPTLitModule(L.LightningModule):
         """True when the current training batch ended an optimizer step (``step_loss`` is its loss)."""
         return self._step_done
 
-    def on_every_rank(self, fn, *args):
-        """``fn(self.model, *args)`` outside a training or validation step, e.g. to generate text.
+    def on_every_rank(self, fn, *args, **kwargs):
+        """``fn(self.model, *args, **kwargs)`` outside a training or validation step, e.g. to generate text.
 
         Every rank must call it. Under FSDP the call goes through the sharded root, as
         Lightning routes training_step, so each rank takes part in gathering each block's
@@ -135,11 +136,11 @@ class GPTLitModule(L.LightningModule):
 
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, FSDPStrategy) and strategy.model is not None and strategy.model is not self:
-            return strategy._forward_redirection(strategy.model, self, "_call_with_model", fn, *args)
-        return fn(self.model, *args)
+            return strategy._forward_redirection(strategy.model, self, "_call_with_model", fn, *args, **kwargs)
+        return fn(self.model, *args, **kwargs)
 
-    def _call_with_model(self, fn, *args):
-        return fn(self.model, *args)
+    def _call_with_model(self, fn, *args, **kwargs):
+        return fn(self.model, *args, **kwargs)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         """Throughput over whole optimizer steps since the last log (validation excluded)."""
@@ -200,7 +201,10 @@ class GPTLitModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         # By module type, not by tensor shape: FSDP's local shards of a matrix are 1-D.
+        # LoRA's adapter matrices are decayed like the matrices they adapt (as PEFT under
+        # transformers' Trainer): decay pulls B A, the update, towards the base weights.
         linear = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Linear)}
+        linear |= {id(p) for m in self.model.modules() if isinstance(m, LoRALinear) for p in (m.lora_a, m.lora_b)}
         embedding = {id(m.weight) for m in self.model.modules() if isinstance(m, torch.nn.Embedding)}
         decay, no_decay = [], []
         for p in self.model.parameters():  # the tied head is the token embedding, listed once

@@ -17,12 +17,14 @@ from .tokenizer import get_tokenizer
 
 
 @torch.inference_mode()
-def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplate, path: Path, *,
+def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplate, path: Path | None, *,
                     max_new_tokens: int = 256, batch_size: int = 8, device: torch.device | str = "cpu") -> dict:
     """Answer every record greedily (batched, stopping at ``<|endoftext|>``) into ``path``.
 
     Each line: instruction, input, output (the reference), response. Returns a summary:
     count, mean response tokens, exact matches with the reference, and seconds taken.
+    ``path`` None generates without writing: the other ranks of a sharded model, which
+    must take part in every forward (see ``GPTLitModule.on_every_rank``).
     """
     tok = get_tokenizer()
     original = next(model.parameters()).device
@@ -45,12 +47,13 @@ def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplat
                              "output": record["output"], "response": response})
     finally:
         model.to(original)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {
-        "responses_file": str(path),
+        "responses_file": str(path) if path is not None else None,
         "responses": len(rows),
         "response_mean_tokens": round(new_tokens / max(1, len(rows)), 1),
         "response_exact_match": exact,
