@@ -57,10 +57,12 @@ class _KeepGrads:
         outer = self
 
         class Callback(L.Callback):
-            def on_train_batch_end(self, trainer, pl_module, *args):
-                if pl_module.step_done and outer.grads is None:
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if (batch_idx + 1) % trainer.accumulate_grad_batches == 0 and outer.grads is None:
                     outer.grads = {n: p.grad.clone() for n, p in pl_module.model.named_parameters()}
-                    outer.loss = float(pl_module.step_loss)
+
+            def on_train_end(self, trainer, pl_module):
+                outer.loss = float(trainer.callback_metrics["train/loss"])  # the logged step loss
 
         self.grads, self.loss, self.callback = None, None, Callback()
 

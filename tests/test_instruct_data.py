@@ -286,3 +286,22 @@ def test_missing_custom_path_names_the_key(tmp_path: Path):
     dm = InstructDataModule(path=str(tmp_path / "mine.json"))
     with pytest.raises(ConfigError, match=r"data\.path='.*mine\.json' does not exist"):
         dm.setup("fit")
+
+
+def test_a_rank_without_validation_records_gets_one_zero_weight_batch(tmp_path, monkeypatch):
+    """1 validation record for 2 ranks: rank 1 gets it again with every target ignored."""
+    import types
+
+    records = [{"instruction": f"Count to {i}.", "output": " ".join(map(str, range(i)))} for i in range(1, 11)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    dm = InstructDataModule(path=str(tmp_path / "r.json"), batch_size=4, max_length=64,
+                            train_fraction=0.8, val_fraction=0.1, test_fraction=0.1)
+    dm.setup("fit")
+    batches = []
+    for rank in (0, 1):
+        monkeypatch.setattr(dm, "trainer", types.SimpleNamespace(global_rank=rank, world_size=2, training=False))
+        batches.append(list(dm.val_dataloader()))
+    assert [len(b) for b in batches] == [1, 1]
+    real, padding = batches[0][0], batches[1][0]
+    assert real["num_target_tokens"] > 0 and padding["num_target_tokens"] == 0
+    assert torch.equal(real["input_ids"], padding["input_ids"]) and (padding["targets"] == X).all()
