@@ -34,7 +34,8 @@ def results(tmp_path_factory):
     for rank in (0, 1):
         env = {**os.environ, "LOCAL_RANK": str(rank), "NODE_RANK": "0", "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GLOO_SOCKET_IFNAME": "lo",
-               "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+               "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+               "GPT_LIGHTNING_CACHE": os.environ.get("GPT_LIGHTNING_CACHE", str(out / "cache"))}
         log = open(out / f"rank{rank}.log", "w")
         procs.append((subprocess.Popen([sys.executable, str(ROOT / "tests" / "distributed_worker.py"), str(out)],
                                        cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT), log))

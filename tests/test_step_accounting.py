@@ -2,6 +2,7 @@
 gradient however the batch is cut, throughput and MFU (validation time excluded), and
 which parameters are weight-decayed with LoRA."""
 
+import os
 from types import SimpleNamespace
 
 import lightning as L
@@ -48,6 +49,8 @@ def accumulated_runs(tmp_path_factory):
     """The same 4 x 4 windows as 2 accumulated batches of 2 (fake clock) and as batches of 4."""
     out = tmp_path_factory.mktemp("acc")
     mp = pytest.MonkeyPatch()
+    if "GPT_LIGHTNING_CACHE" not in os.environ:  # module scope: before conftest's per-test cache
+        mp.setenv("GPT_LIGHTNING_CACHE", str(out / "cache"))
     clock = FakeClock()
     build = pipeline.build_callbacks
     mp.setattr(pipeline, "build_callbacks", lambda cfg, o: build(cfg, o) + [clock])
@@ -55,11 +58,12 @@ def accumulated_runs(tmp_path_factory):
         "data.batch_size=2", "trainer.accumulate_grad_batches=2", "trainer.log_every_n_steps=2",
         "trainer.val_check_interval=4", "trainer.limit_val_batches=1", "mfu_peak_tflops=1e-6", "export=false"])
     train.run(cfg)
-    mp.undo()
+    mp.setattr(pipeline, "build_callbacks", build)
     cfg = compose_config("train", out / "acc1", COMMON + [
         "data.batch_size=4", "trainer.limit_val_batches=0", "callbacks.samples.enabled=false", "logger=none",
         "export=false"])
     train.run(cfg)
+    mp.undo()
     return out / "acc2", out / "acc1", cfg
 
 
