@@ -21,22 +21,26 @@ class SampleText(L.Callback):
     """After each validation, continue a fixed prompt and log the text.
 
     Written to TensorBoard (TEXT tab, tag ``samples``), appended to ``samples.txt`` in the
-    run folder and printed, so a user sees the samples turn from noise into words.
+    run folder and printed, so a user sees the samples turn from noise into words. With
+    ``instruct`` the prompt is wrapped in the data module's template (``data.template.*``),
+    the one the model is trained on. Every rank generates (a sharded model's forward needs
+    them all, see :meth:`GPTLitModule.on_every_rank`); rank 0 alone prints and writes.
     """
 
     def __init__(self, prompt: str = "Every effort moves you", max_new_tokens: int = 40,
                  temperature: float = 0.0, top_k: int | None = None, out_dir: str | None = None,
-                 instruct: bool = False, template=None) -> None:
+                 instruct: bool = False) -> None:
         self.prompt, self.max_new_tokens, self.instruct = prompt, max_new_tokens, instruct
         self.temperature, self.top_k = temperature, top_k
         self.out_dir = Path(out_dir) if out_dir else None
-        self.template = template  # the instruction template of the data (instruct=True)
 
-    @rank_zero_only
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        text = self.sample(pl_module.model)
+        template = getattr(trainer.datamodule, "template", None) if self.instruct else None
+        text = pl_module.on_every_rank(self.sample, template)
+        if not trainer.is_global_zero:
+            return
         step = trainer.global_step
         line = f"[step {step}, {pl_module.tokens_seen:,} tokens] {self.prompt}{text}".replace("\n", " ")
         print("\n" + line, flush=True)
@@ -47,7 +51,8 @@ class SampleText(L.Callback):
             with open(self.out_dir / "samples.txt", "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
 
-    def sample(self, model) -> str:
+    def sample(self, model, template=None) -> str:
+        """The continuation of the prompt (in ``template``, default Alpaca, when instruct)."""
         from .generation import generate
         from .tokenizer import get_tokenizer
 
@@ -56,7 +61,7 @@ class SampleText(L.Callback):
         if self.instruct:
             from .template import format_prompt
 
-            text = format_prompt(self.prompt, template=self.template)
+            text = format_prompt(self.prompt, template=template)
         ids = tok.encode(text)[-(model.config.context_length - self.max_new_tokens):]
         was_training = model.training
         model.eval()
@@ -75,7 +80,9 @@ class LossHistory(L.Callback):
     Logs ``loss_vs_tokens/train`` and ``loss_vs_tokens/val`` to TensorBoard with tokens
     seen as the x-axis, and at the end of fit draws ``loss.png`` in the run folder (loss
     against tokens seen, epochs on the top axis). Its history is saved in checkpoints so a
-    resumed run draws the whole curve.
+    resumed run draws the whole curve. A train point is one optimizer step: its
+    token-weighted loss over every micro-batch and rank (``GPTLitModule.step_loss``); a
+    validation point is read when validation ends, after the module has computed it.
     """
 
     def __init__(self, out_dir: str | None = None) -> None:
@@ -99,10 +106,9 @@ class LossHistory(L.Callback):
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None:
+        if not pl_module.step_done:  # a micro-batch inside an accumulation window
             return
-        self._pending.append((pl_module.tokens_seen, loss.detach(), self._epoch_progress(trainer, batch_idx)))
+        self._pending.append((pl_module.tokens_seen, pl_module.step_loss, self._epoch_progress(trainer, batch_idx)))
         if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
             self._flush()
             tb = _tensorboard(trainer)
@@ -111,10 +117,12 @@ class LossHistory(L.Callback):
                 tb.add_scalar("loss_vs_tokens/train", value, tokens)
 
     @rank_zero_only
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or "val/loss" not in trainer.callback_metrics:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Not on_validation_epoch_end: Lightning runs the callbacks' one before the module's,
+        # which computes the loss, so it would still hold the previous validation's.
+        if trainer.sanity_checking or pl_module.val_loss is None:
             return
-        value = float(trainer.callback_metrics["val/loss"])
+        value = pl_module.val_loss
         epoch = self._epoch_progress(trainer, trainer.fit_loop.epoch_loop.batch_idx)
         self.val.append((pl_module.tokens_seen, value, epoch))
         tb = _tensorboard(trainer)

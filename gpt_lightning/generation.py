@@ -456,7 +456,9 @@ def _beam_search_one(model: GPT, prompt: list[int], budget: int, row: int, num_b
     scored ``sum_logprobs / new_len ** length_penalty``; the best k that do not end are the
     next beams, and the cache rows follow them. The search stops when k hypotheses are
     finished and the best running beam, scored at its current length, cannot beat the
-    worst of them. num_beams=1 therefore reproduces greedy decoding.
+    worst of them. num_beams=1 therefore reproduces greedy decoding. A repetition penalty
+    multiplies the log-probabilities of seen tokens (as transformers' beam search), so with a
+    penalty num_beams=1 may differ from greedy sampling, which penalises the logits.
     """
     k, device = num_beams, model.wte.weight.device
     model.setup_kv_cache(k, len(prompt) + budget)
@@ -469,8 +471,12 @@ def _beam_search_one(model: GPT, prompt: list[int], budget: int, row: int, num_b
         seen[0, prompt] = True
     finished: list[tuple[float, list[int]]] = []  # (score, new tokens), best first, at most k
     for step in range(1, budget + 1):
-        logprobs = process_logits(logits, seen, temperature=0, repetition_penalty=repetition_penalty)
-        totals = (scores.unsqueeze(1) + logprobs.log_softmax(dim=-1)).flatten()  # (beams * V,)
+        # As transformers: the penalty acts on the log-probabilities (all <= 0, so a seen
+        # token's is multiplied by the penalty), not on the logits before log_softmax.
+        logprobs = logits.float().log_softmax(dim=-1)  # (beams, V)
+        if seen is not None:
+            logprobs = apply_repetition_penalty(logprobs, seen, repetition_penalty)
+        totals = (scores.unsqueeze(1) + logprobs).flatten()  # (beams * V,)
         top = totals.topk(min(2 * k, totals.numel()))
         next_beams, sources, next_scores = [], [], []
         for rank, (score, flat) in enumerate(zip(top.values.tolist(), top.indices.tolist())):

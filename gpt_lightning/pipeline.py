@@ -131,9 +131,8 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     ]
     s = c.samples
     if s.enabled:
-        template = getattr(spec.data, "template", None)
         callbacks.append(SampleText(prompt=s.prompt, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                                    top_k=s.top_k, out_dir=str(out), instruct=s.instruct, template=template))
+                                    top_k=s.top_k, out_dir=str(out), instruct=s.instruct))
     callbacks.append(CheckAgainstData(spec.trainer))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))

@@ -19,12 +19,14 @@ from .tokenizer import get_tokenizer
 
 
 @torch.inference_mode()
-def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplate, path: Path, *,
+def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplate, path: Path | None, *,
                     max_new_tokens: int = 256, batch_size: int = 8, device: torch.device | str = "cpu") -> dict:
     """Answer every record greedily (batched, stopping at ``<|endoftext|>``) into ``path``.
 
     Each line: instruction, input, output (the reference), response. Returns a summary:
     count, mean response tokens, exact matches with the reference, and seconds taken.
+    ``path`` None generates without writing: the other ranks of a sharded model, which
+    must take part in every forward (see ``GPTLitModule.on_every_rank``).
     """
     tok = get_tokenizer()
     original = next(model.parameters()).device
@@ -47,12 +49,13 @@ def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplat
                              "output": record["output"], "response": response})
     finally:
         model.to(original)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {
-        "responses_file": str(path),
+        "responses_file": str(path) if path is not None else None,
         "responses": len(rows),
         "response_mean_tokens": round(new_tokens / max(1, len(rows)), 1),
         "response_exact_match": exact,
@@ -73,9 +76,12 @@ class WriteResponses(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
         data = trainer.datamodule
-        if not trainer.is_global_zero or not hasattr(data, "test_records"):
+        if not hasattr(data, "test_records"):  # not instruction data: nothing to answer
             return
-        self.summary = write_responses(pl_module.model, data.test_records, data.template, self.path,
-                                       max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                       device=pl_module.device)
-        log_text_table(trainer, "responses", self.path, limit=10)
+        path = self.path if trainer.is_global_zero else None  # every rank generates, rank 0 writes
+        summary = pl_module.on_every_rank(write_responses, data.test_records, data.template, path,
+                                          max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                          device=trainer.strategy.root_device)
+        if path is not None:
+            self.summary = summary
+            log_text_table(trainer, "responses", path, limit=10)

@@ -21,15 +21,23 @@ def tiny_gpt2_hub(tmp_path, monkeypatch):
         yield server
 
 
-def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path):
+def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path, monkeypatch):
     records = json.loads((data_dir() / "instruction-data.json").read_text())[:200]
     path = tmp_path / "slice.json"
     path.write_text(json.dumps(records))
     out = tmp_path / "run"
-    result = run_job("finetune", out, [
+    overrides = [
         "init=openai_124m", f"data.path={path}", "data.batch_size=4", "trainer.max_steps=20",
         "trainer.val_check_interval=10", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
-        "optim.lr=2e-3", "optim.warmup=3", "callbacks.samples.max_new_tokens=5", "finetune.responses.max_new_tokens=12"])
+        "optim.lr=2e-3", "optim.warmup=3", "callbacks.samples.max_new_tokens=5", "finetune.responses.max_new_tokens=12",
+        "data.template.preamble=", "data.template.response_header=Answer:"]
+    from gpt_lightning import generation
+
+    prompts = []  # what the samples after each validation feed the model (a spy: the real generate runs)
+    real_generate = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda model, p, **kw: prompts.append(p) or real_generate(model, p, **kw))
+    result = run_job("finetune", out, overrides)
+    monkeypatch.setattr(generation, "generate", real_generate)
 
     assert tiny_gpt2_hub.weight_requests(), "the init came over HTTP"
     acc = EventAccumulator(str(out / "tb"), size_guidance={"scalars": 0, "tensors": 0})
@@ -46,6 +54,21 @@ def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path)
     assert result["responses"] == 10
     assert (out / "export" / "model.safetensors").is_file()
     assert any("responses" in t for t in acc.Tags()["tensors"])
+
+    # The samples after each validation use data.template.*, the template trained on: the
+    # last one (step 20, the final weights) is what the export answers in that template.
+    from gpt_lightning import GPT, get_tokenizer
+    from gpt_lightning.callbacks import SampleText
+    from gpt_lightning.template import template_from_config
+
+    template = template_from_config(cfg.data.template)
+    expected = template.format_prompt(cfg.callbacks.samples.prompt)
+    assert expected.startswith("### Instruction:") and expected.endswith("Answer:\n")
+    assert [get_tokenizer().decode(p[0]) for p in prompts] == [expected, expected]  # two validations
+    sampler = SampleText(prompt=cfg.callbacks.samples.prompt, max_new_tokens=5, instruct=True)
+    ours = sampler.sample(GPT.from_pretrained(out / "export"), template)
+    last = (out / "samples.txt").read_text().splitlines()[-1]
+    assert last.startswith("[step 20,") and last.endswith((cfg.callbacks.samples.prompt + ours).replace("\n", " "))
 
 
 def test_conflicting_model_override_fails_before_any_download(tmp_path):

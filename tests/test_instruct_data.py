@@ -10,7 +10,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from helpers import ROOT, data_dir
+from helpers import ROOT, compose_config, data_dir
 from gpt_lightning import ConfigError, get_tokenizer
 from gpt_lightning.data.instruct import (
     Example,
@@ -243,15 +243,32 @@ def test_short_max_length_cuts_records_and_reports_them_once(caplog):
     assert max(batch["input_ids"].shape[1] for batch in dm.val_dataloader()) == 40
 
 
-def test_hydra_config_instantiates_the_module_with_the_defaults():
-    cfg = OmegaConf.load(ROOT / "conf" / "data" / "instruct.yaml")
-    dm = instantiate(cfg, max_length=256)
+def test_hydra_config_instantiates_the_module_with_the_defaults(tmp_path):
+    cfg = compose_config("finetune", [])
+    dm = instantiate(cfg.data, max_length=256)
     default = InstructDataModule()
     assert isinstance(dm, InstructDataModule) and dm.max_length == 256
     assert (dm.path, dm.batch_size, dm.mask_prompt, dm.fractions, dm.seed, dm.num_workers) == (
         None, 8, True, (0.85, 0.10, 0.05), default.seed, 0)
     assert dm.template == PromptTemplate()
-    assert set(cfg) - {"_target_"} == set(inspect.signature(InstructDataModule).parameters)
+    raw = OmegaConf.load(ROOT / "conf" / "data" / "instruct.yaml")
+    assert set(raw) - {"_target_"} == set(inspect.signature(InstructDataModule).parameters)
+
+
+def test_top_level_seed_drives_the_split_and_the_batch_order(tmp_path, public_records):
+    """finetune.py seed=7 must give another split and order than the default seed 123."""
+    def first_batch_and_split(seed):
+        cfg = compose_config("finetune", [f"seed={seed}"])
+        assert cfg.data.seed == seed
+        dm = instantiate(cfg.data, max_length=64)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))["input_ids"], [r["instruction"] for r in dm.val_records]
+
+    batch_7, val_7 = first_batch_and_split(7)
+    batch_123, val_123 = first_batch_and_split(123)
+    assert val_7 != val_123
+    assert batch_7.shape != batch_123.shape or not torch.equal(batch_7, batch_123)
+    assert val_7 == [r["instruction"] for r in split_records(public_records, seed=7)[1]]
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -270,3 +287,22 @@ def test_missing_custom_path_names_the_key(tmp_path: Path):
     dm = InstructDataModule(path=str(tmp_path / "mine.json"))
     with pytest.raises(ConfigError, match=r"data\.path='.*mine\.json' does not exist"):
         dm.setup("fit")
+
+
+def test_a_rank_without_validation_records_gets_one_zero_weight_batch(tmp_path, monkeypatch):
+    """1 validation record for 2 ranks: rank 1 gets it again with every target ignored."""
+    import types
+
+    records = [{"instruction": f"Count to {i}.", "output": " ".join(map(str, range(i)))} for i in range(1, 11)]
+    (tmp_path / "r.json").write_text(json.dumps(records))
+    dm = InstructDataModule(path=str(tmp_path / "r.json"), batch_size=4, max_length=64,
+                            train_fraction=0.8, val_fraction=0.1, test_fraction=0.1)
+    dm.setup("fit")
+    batches = []
+    for rank in (0, 1):
+        monkeypatch.setattr(dm, "trainer", types.SimpleNamespace(global_rank=rank, world_size=2, training=False))
+        batches.append(list(dm.val_dataloader()))
+    assert [len(b) for b in batches] == [1, 1]
+    real, padding = batches[0][0], batches[1][0]
+    assert real["num_target_tokens"] > 0 and padding["num_target_tokens"] == 0
+    assert torch.equal(real["input_ids"], padding["input_ids"]) and (padding["targets"] == X).all()

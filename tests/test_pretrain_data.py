@@ -186,3 +186,29 @@ def test_tokenizing_memory_does_not_grow_with_the_corpus(tmp_path, monkeypatch):
     small, large = peak_for(2), peak_for(8)
     assert large < 1.5 * small, f"peak grew from {small / 2**20:.1f} to {large / 2**20:.1f} MiB"
     assert large < 8 * (1 << 20) / 2, f"peak {large / 2**20:.1f} MiB for an 8 MiB corpus"
+
+
+def test_a_rank_without_validation_windows_gets_one_zero_weight_batch(monkeypatch):
+    """1 validation window, 3 ranks: ranks 1 and 2 get a copy with every target ignored
+    (Lightning refuses a rank with no batch), so the token-weighted loss is unchanged."""
+    import types
+
+    from gpt_lightning import GPT, GPTConfig
+    from gpt_lightning.lit_module import GPTLitModule
+
+    data_dir()
+    dm = PretrainDataModule(name="verdict", max_length=128, batch_size=2, val_fraction=0.04, progress=False)
+    dm.setup("fit")
+    assert len(dm.val_set) == 1
+    torch.manual_seed(0)
+    module = GPTLitModule(GPT(GPTConfig(vocab_size=50257, context_length=128, n_embd=32, n_layers=1, n_heads=2)),
+                          {"lr": 1e-3})
+    sums = []
+    for rank in range(3):
+        monkeypatch.setattr(dm, "trainer", types.SimpleNamespace(global_rank=rank, world_size=3, training=False))
+        batches = list(dm.val_dataloader())
+        assert len(batches) == 1
+        with torch.no_grad():
+            sums.append(module.loss_sum(batches[0]))
+    assert [int(n) for _, n in sums] == [128, 0, 0] and [float(t) for t, _ in sums[1:]] == [0.0, 0.0]
+    assert torch.equal(batches[0]["input_ids"], dm.val_set[0]["input_ids"].unsqueeze(0))

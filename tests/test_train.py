@@ -167,3 +167,21 @@ def test_fsdp_on_cpu_is_one_clear_line(tmp_path):
 
     with pytest.raises(ConfigError, match=r"strategy='fsdp' is invalid: needs GPUs .* use strategy=ddp"):
         run_job("train", tmp_path, ["strategy=fsdp", "trainer.accelerator=cpu", "trainer.devices=2"])
+
+
+def test_loss_history_plots_every_validation_at_its_token_count(trained_run):
+    """Validations at steps 8 and 16 (1,024 and 2,048 tokens) are both plotted, each with its
+    own loss (not the previous one); the train curve has one point per optimizer step."""
+    out, _, _ = trained_run
+    acc = events(out)
+    val = [v for _, v in scalars(acc, "val/loss")]
+    plotted = scalars(acc, "loss_vs_tokens/val")
+    assert [t for t, _ in plotted] == [8 * 4 * 32, 16 * 4 * 32]
+    assert [v for _, v in plotted] == pytest.approx(val, rel=1e-6)
+    history = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["callbacks"]
+    history = history["LossHistory"]  # what loss.png is drawn from
+    assert [(t, v) for t, v, _ in history["val"]] == [(1024, pytest.approx(val[0], rel=1e-6)),
+                                                       (2048, pytest.approx(val[1], rel=1e-6))]
+    train_loss = [v for _, v in scalars(acc, "train/loss")]
+    assert [v for _, v, _ in history["train"]] == pytest.approx(train_loss, rel=1e-6)
+    assert [t for t, _, _ in history["train"]] == [128 * step for step in range(1, 17)]

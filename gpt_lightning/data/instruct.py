@@ -20,7 +20,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from ..errors import ConfigError, bad_value
 from ..template import PromptTemplate, template_from_config
 from ..tokenizer import EOT_ID, Tokenizer, get_tokenizer
 from . import IGNORE_INDEX
-from .sampler import ResumableDataModule
+from .sampler import EvalPadding, ResumableDataModule
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ class Example:
 
     prompt_ids: list[int]
     response_ids: list[int]
+    ignored: bool = False  # every target ignored: a rank's zero-weight padding (see EvalPadding)
 
     @property
     def num_tokens(self) -> int:
@@ -220,6 +221,8 @@ class InstructCollator:
             targets[row, :length - 1] = tokens[row, 1:length]  # padding after the record stays -100
             if self.mask_prompt:
                 targets[row, :max(min(len(example.prompt_ids), length) - 1, 0)] = self.ignore_index
+            if example.ignored:
+                targets[row] = self.ignore_index
         return {
             "input_ids": tokens[:, :-1].contiguous(),
             "targets": targets,
@@ -307,14 +310,19 @@ class InstructDataModule(ResumableDataModule):
         if split not in self._examples:
             raise RuntimeError(f"InstructDataModule.setup() must run before the {split} dataloader is built")
         examples = self._examples[split]
+        train = split == "train"
         return DataLoader(
-            examples,
+            examples if train else EvalPadding(examples, _ignored),
             batch_size=self.batch_size,
-            sampler=self.make_sampler(len(examples), train=split == "train", seed=self.seed, shuffle=shuffle),
+            sampler=self.make_sampler(len(examples), train=train, seed=self.seed, shuffle=shuffle),
             collate_fn=self.collator,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def _ignored(example: Example) -> Example:
+    return replace(example, ignored=True)
 
 
 def _check_int(key: str, value: Any, minimum: int | None, also: str = "") -> None:

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..download import cache_dir, fetch_dataset
 from ..errors import ConfigError, bad_value
-from .sampler import ResumableDataModule
+from .sampler import EvalPadding, ResumableDataModule
 from .token_cache import expand_paths, load_tokens, tokenize_to_cache
 
 # data=<name> -> file name of a known public corpus (see download.DATASETS)
@@ -113,4 +113,10 @@ class PretrainDataModule(ResumableDataModule):
 
     def val_dataloader(self) -> DataLoader:
         sampler = self.make_sampler(len(self.val_set), train=False, seed=self.seed)
-        return DataLoader(self.val_set, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(EvalPadding(self.val_set, _no_targets), batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers)
+
+
+def _no_targets(item: dict) -> dict:
+    """The window with every target ignored (-100): a rank's zero-weight validation batch."""
+    return {**item, "targets": torch.full_like(item["targets"], -100)}

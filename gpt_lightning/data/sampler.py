@@ -4,16 +4,22 @@ Lightning's own mid-epoch resume restarts the epoch's data from its first batch.
 sampler shards the indices across ranks itself (so the Trainer runs with
 ``use_distributed_sampler=False``) and, once told how many batches of an epoch were
 already trained on, skips exactly those on the first pass of that epoch.
+
+Evaluation shards are disjoint and not padded (every item is scored once), but a rank
+must not be left without work: Lightning stops DDP with "DataLoader within local rank has
+zero length". A rank whose share is empty gets the index ``num_items``, which
+:class:`EvalPadding` serves as a copy of item 0 whose targets are all ignored, so it
+adds nothing to the token-weighted loss.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 
 class ResumableSampler(Sampler[int]):
@@ -35,7 +41,7 @@ class ResumableSampler(Sampler[int]):
         """Items this rank sees in a whole epoch (a resumed epoch yields fewer)."""
         if self.pad:
             return math.ceil(self.num_items / self.world_size)
-        return len(range(self.rank, self.num_items, self.world_size))
+        return len(range(self.rank, self.num_items, self.world_size)) or int(self.num_items > 0)
 
     def __iter__(self) -> Iterator[int]:
         if self.shuffle:
@@ -47,6 +53,8 @@ class ResumableSampler(Sampler[int]):
             total = len(self) * self.world_size
             order += order[: total - len(order)]
         mine = order[self.rank::self.world_size]
+        if not mine and not self.pad and self.num_items:
+            mine = [self.num_items]  # EvalPadding's zero-weight item: this rank still runs a step
         if self._skip is not None and self._skip[0] == self.epoch:
             mine = mine[self._skip[1]:]
             self._skip = None
@@ -92,3 +100,19 @@ class ResumableDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         self._position = (int(state["epoch"]), int(state["batches"]))
+
+
+class EvalPadding(Dataset):
+    """An evaluation dataset with one more index, ``len(dataset)``: item 0 with ``ignore``
+    applied (every target ignored), for a rank whose share of the items is empty."""
+
+    def __init__(self, dataset, ignore: Callable) -> None:
+        self.dataset, self.ignore = dataset, ignore
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        if i == len(self.dataset):
+            return self.ignore(self.dataset[0])
+        return self.dataset[i]
