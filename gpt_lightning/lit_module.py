@@ -8,6 +8,7 @@ over the whole validation set and all ranks).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 
 from .errors import bad_value
 from .model import GPT
-from .schedule import lr_at, warmup_steps_from
+from .schedule import lr_at, warmup_steps_from, warmup_warning
 
 IGNORE_INDEX = -100
+log = logging.getLogger("gpt_lightning")
 
 # Dense bf16 peak TFLOP/s by GPU name, for MFU; override with mfu_peak_tflops.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -132,6 +134,9 @@ class GPTLitModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"], fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = warmup_steps_from(o["warmup"], total)
+        too_long = warmup_warning(o["warmup"], warmup, total, o["lr"])
+        if too_long and getattr(self.trainer, "is_global_zero", True):
+            log.warning(too_long)
         peak, min_lr = o["lr"], o["min_lr"]
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_at(step, peak_lr=peak, min_lr=min_lr, warmup_steps=warmup, total_steps=total) / peak)

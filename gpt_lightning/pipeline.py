@@ -27,6 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+from . import resume, run_folder
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
@@ -169,12 +170,13 @@ def fit(cfg: DictConfig, datamodule: L.LightningDataModule, model: GPT,
                           compile=cfg.compile, activation_checkpointing=cfg.activation_checkpointing,
                           mfu_peak_tflops=cfg.mfu_peak_tflops)
     trainer = build_trainer(cfg, out)
-    if trainer.is_global_zero:
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     start = time.time()
-    with job_scope() as scope:
+    with run_folder.guard(out, owner=trainer.is_global_zero, export=cfg.export), job_scope() as scope:
+        ckpt_path = resume.resolve(cfg.ckpt_path, out, module, datamodule, trainer.world_size)
+        if trainer.is_global_zero:
+            (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         scope.append(trainer.strategy)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         result = _result(cfg, trainer, module, time.time() - start)
         extra = after_fit(trainer, module, out) if after_fit else {}
         if cfg.export:
