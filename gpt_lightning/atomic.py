@@ -45,9 +45,9 @@ def atomic_write(target: str | Path, write: Callable[[str], None], hint: str = "
         raise WriteError(f"cannot write {target}: {target.parent} is not writable ({err.strerror or err})"
                          + (f"; {hint}" if hint else "")) from None
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # what open() would create, not mkstemp's 0600
         os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # what open() would create, not mkstemp's 0600
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -77,7 +77,12 @@ def _is_write_failure(err: RuntimeError) -> bool:
 def _write_failed(target: Path, err: BaseException) -> str:
     free = free_bytes(target.parent)
     full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < 1 << 20)
-    why = "the disk is full" if full else (getattr(err, "strerror", None) or " ".join(str(err).split())[:200])
+    if full:
+        why = "the disk is full"
+    elif isinstance(err, RuntimeError):
+        why = f"the write failed (torch: {' '.join(str(err).split())[-120:]})"
+    else:
+        why = err.strerror or str(err)
     room = f"{free / 2**20:,.1f} MiB free" if free is not None else "free space unknown"
     return f"could not write {target}: {why} ({room} on {target.parent}); free some space and run again"
 

@@ -37,12 +37,12 @@ _held: dict[Path, object] = {}  # run folder -> open lock file, for the life of 
 def guard(out: Path, *, owner: bool, export: bool = True):
     """Lock ``out`` (if ``owner``), check its outputs, clean leftovers; catch pre-emption signals."""
     out = Path(out)
+    outputs = [out, out / "checkpoints"] + ([out / "export"] if export else [])
     if owner:
+        check_writable(outputs)
         lock(out)
     try:
         if owner:
-            outputs = [out, out / "checkpoints"] + ([out / "export"] if export else [])
-            check_writable(outputs)
             for folder in outputs[1:]:
                 for path in remove_stale_tmp(folder, all_of_them=True):
                     log.info("removed %s, left by an interrupted run", path)
@@ -62,8 +62,8 @@ def lock(out: Path) -> None:
         out.mkdir(parents=True, exist_ok=True)
         fh = open(out / LOCK_NAME, "a+")
     except OSError as err:
-        raise bad_value(RUN_DIR_KEY, str(out), f"cannot create a file in it ({err.strerror or err}); "
-                        "choose a writable folder") from None
+        raise bad_value(RUN_DIR_KEY, str(out), f"the run folder {out} is not writable ({err.strerror or err}); "
+                        "make it writable or choose another hydra.run.dir") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -14,6 +14,7 @@
 
 import fnmatch
 import os
+import runpy
 import signal
 import sys
 import time
@@ -91,10 +92,8 @@ def main() -> None:
         _at_step(int(spec[0]), _die)
     elif kind == "wait-step":
         _at_step(int(spec[0]), lambda: _wait_for_signal(":".join(spec[1:])))
-    import train
-
     sys.argv = [str(ROOT / "train.py"), *sys.argv[1:]]
-    train.main()
+    runpy.run_path(sys.argv[0], run_name="__main__")  # as `python train.py ...` runs it
 
 
 if __name__ == "__main__":

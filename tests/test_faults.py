@@ -1,0 +1,367 @@
+"""Fault catalogue: kill -9, pre-emption signals, locked / read-only / full folders, bad ckpt_path.
+
+Every case is a row of a table and asserts the behaviour the README's "When something goes
+wrong" section promises. The kill and signal tests run train.py in real subprocesses
+(tests/fault_runner.py injects the fault) and compare the resumed run's final weights with
+an uninterrupted run bit for bit: both run the same computation on the same CPU.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import train
+from conftest import ROOT, compose_config
+from gpt_lightning import ConfigError
+from gpt_lightning import atomic, run_folder
+from gpt_lightning.atomic import WriteError, atomic_write, remove_stale_tmp
+from gpt_lightning.checkpoint_io import AtomicCheckpointIO
+
+# ---- subprocess runs: 10 steps of a tiny GPT-2, epochs of 4 batches, last.ckpt every 3 steps ----
+RUN = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "model.dropout=0.1",
+       "trainer.enable_progress_bar=false", "trainer.max_steps=10", "trainer.limit_train_batches=4",
+       "trainer.limit_val_batches=2", "callbacks.checkpoint.every_n_train_steps=3", "callbacks.samples.enabled=false",
+       "optim.warmup=3", "logger=none", "ckpt_path=auto"]
+
+
+def run_train(run: Path, fault: str = "none", wait: bool = True, extra: list[str] = ()):
+    """train.py (through the fault runner) into ``run`` with its own token cache."""
+    env = {**os.environ, "FAULT": fault, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, str(ROOT / "tests" / "fault_runner.py"), *RUN, f"hydra.run.dir={run}",
+            f"data.cache={run.parent / 'tokens'}", *extra]
+    if not wait:
+        return subprocess.Popen(args, cwd=run.parent, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    return subprocess.run(args, cwd=run.parent, env=env, text=True, capture_output=True, timeout=300)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 10
+    return {**{f"export.{k}": v for k, v in load_file(run / "export" / "model.safetensors").items()},
+            **{f"ckpt.{k}": v for k, v in ckpt["state_dict"].items()}}
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def tmp_files(*folders: Path) -> list[Path]:
+    return [p for f in folders if f.is_dir() for p in f.rglob(".*.tmp")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run every interrupted one must equal."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    proc = run_train(run)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return final_weights(run)
+
+
+# (where the process is SIGKILLed, FAULT spec, whether a temporary file is left behind)
+KILL_POINTS = [
+    ("mid-epoch, one step after the step-6 checkpoint", "kill-step:7", False),
+    ("inside the atomic write of last.ckpt, before its rename", "kill:last.ckpt:2:rename", True),
+    ("half-way through writing export/model.safetensors", "kill:model.safetensors:1:write", True),
+    ("half-way through writing the token cache", "kill:*.bin:1:write", True),
+]
+
+
+@pytest.mark.parametrize("where, fault, leaves_tmp", KILL_POINTS, ids=[k[1] for k in KILL_POINTS])
+def test_kill_9_anywhere_resumes_bit_exactly_with_the_same_command(reference, tmp_path, where, fault, leaves_tmp):
+    run = tmp_path / "run"
+    killed = run_train(run, fault)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    left = tmp_files(run, tmp_path / "tokens")
+    assert bool(left) == leaves_tmp, left
+    assert (run / run_folder.LOCK_NAME).is_file()  # the dead run's lock file stays: it must not block
+
+    resumed = run_train(run)  # the same command: ckpt_path=auto, same hydra.run.dir
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert tmp_files(run, tmp_path / "tokens") == []  # the killed writer's leftovers are gone
+    assert_same_weights(final_weights(run), reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1 (SLURM)"])
+def test_preemption_signal_writes_last_ckpt_then_resume_is_bit_exact(reference, tmp_path, sig):
+    run, marker = tmp_path / "run", tmp_path / "at-step-4"
+    proc = run_train(run, f"wait-step:4:{marker}", wait=False)
+    deadline = time.monotonic() + 240
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()[1][-3000:]
+    if sig == signal.SIGTERM:  # meanwhile a second run into the same folder is refused
+        second = run_train(run, extra=["trainer.max_steps=20"])
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert second.stderr.strip().splitlines()[-1].startswith("error: hydra.run.dir=")
+        assert "another live run (pid" in second.stderr and "Traceback" not in second.stderr
+    proc.send_signal(sig)  # a real signal from another process, during step 5
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-3000:]
+    assert f"preempted: stopped by {signal.Signals(sig).name} after step 5" in err
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 5  # written because of the signal (the schedule writes at 3, 6, 9)
+    assert not (run / "result.json").exists() and not (run / "export" / "model.safetensors").exists()
+
+    resumed = run_train(run)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout + resumed.stderr
+    assert_same_weights(final_weights(run), reference)
+
+
+# ---- the run-folder lock -------------------------------------------------------------------
+def test_lock_is_exclusive_and_dies_with_its_process(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
+                               "from gpt_lightning import run_folder; run_folder.lock(sys.argv[2]); "
+                               "print('locked', flush=True); time.sleep(60)", str(ROOT), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert run_folder.is_locked(tmp_path)
+        with pytest.raises(ConfigError, match=rf"hydra.run.dir='{re.escape(str(tmp_path))}' is invalid: another live run "
+                                              rf"\(pid {holder.pid} on .*\) is writing into it"):
+            run_folder.lock(tmp_path)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up runs in the holder
+        holder.wait()
+    assert not run_folder.is_locked(tmp_path)  # the kernel dropped the dead process's lock
+    run_folder.lock(tmp_path)
+    try:
+        assert run_folder.is_locked(tmp_path)
+    finally:
+        run_folder.unlock(tmp_path)
+
+
+# ---- ckpt_path problems: one line before the Trainer starts --------------------------------------
+TINY = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "trainer.enable_progress_bar=false",
+        "callbacks.samples.enabled=false", "logger=none", "export=false", "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def mid_epoch_ckpt(tmp_path_factory):
+    """A real last.ckpt written after step 2 of an epoch of 4 batches."""
+    out = tmp_path_factory.mktemp("ckpt_source")
+    train.run(compose_config("train", out, TINY + ["trainer.max_steps=2"]))
+    return out / "checkpoints" / "last.ckpt"
+
+
+def _bad_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[str, list[str], str]]:
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    noise = tmp_path / "noise.ckpt"
+    noise.write_bytes(os.urandom(4096))
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    run = good.parent.parent
+    other_ranks = tmp_path / "two_ranks.ckpt"
+    ckpt = torch.load(good, map_location="cpu", weights_only=False)
+    ckpt["PretrainDataModule"]["world_size"] = 2
+    torch.save(ckpt, other_ranks)
+    weights_only = tmp_path / "weights_only.ckpt"
+    torch.save({k: v for k, v in ckpt.items() if k not in ("loops", "optimizer_states")}, weights_only)
+    # case: (ckpt_path, extra overrides, message)
+    return {
+        "missing file": (str(tmp_path / "nope.ckpt"), [], r"ckpt_path='.*nope.ckpt' is invalid: no such file"),
+        "truncated": (str(truncated), [], r"is invalid: not a Lightning checkpoint \(not a torch.save zip archive"),
+        "random bytes": (str(noise), [], r"is invalid: not a Lightning checkpoint"),
+        "a folder": (str(folder), [], r"is invalid: a folder, not a checkpoint file"),
+        "a run folder": (str(run), [], r"is invalid: a run folder, not a checkpoint file; use ckpt_path=.*last.ckpt"),
+        "another model size": (str(good), ["model.n_embd=32"],
+                               r"is invalid: a checkpoint of another model \(n_embd=64 \(not 32\)\)"),
+        "weights without training state": (str(weights_only), [], r"holds weights but no training state"),
+        "mid-epoch, other batch size": (str(good), ["data.batch_size=2"],
+                                        r"data.batch_size=2 is invalid: .* stopped in the middle of an epoch "
+                                        r"\(after 2 of 4 batches\) with data.batch_size=4; .* use data.batch_size=4"),
+        "mid-epoch, other number of ranks": (str(other_ranks), [], r"trainer.devices=1 is invalid: .* on 2 ranks"),
+    }
+
+
+CKPT_CASES = ["missing file", "truncated", "random bytes", "a folder", "a run folder", "another model size",
+              "weights without training state", "mid-epoch, other batch size", "mid-epoch, other number of ranks"]
+
+
+@pytest.mark.parametrize("case", CKPT_CASES)
+def test_bad_ckpt_path_is_one_line_before_training(mid_epoch_ckpt, tmp_path, case):
+    path, extra, message = _bad_checkpoints(tmp_path, mid_epoch_ckpt)[case]
+    out = tmp_path / "run"
+    cfg = compose_config("train", out, TINY + ["trainer.max_steps=4", f"ckpt_path={path}", *extra])
+    with pytest.raises(ConfigError, match=message) as err:
+        train.run(cfg)
+    assert "\n" not in str(err.value)
+    assert not (out / "checkpoints" / "last.ckpt").exists() and not (out / "config.yaml").exists()
+
+
+def test_ckpt_path_auto_skips_nothing_valid_and_refuses_garbage(mid_epoch_ckpt, tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    cfg = compose_config("train", out, TINY + ["trainer.max_steps=4", "ckpt_path=auto"])
+    with pytest.raises(ConfigError, match=r"ckpt_path=auto found no usable checkpoint in .*checkpoints: "
+                                          r"ckpt_path=.*last.ckpt' is invalid: not a Lightning checkpoint"):
+        train.run(cfg)
+
+
+def test_resume_with_the_same_batch_size_is_accepted(mid_epoch_ckpt, tmp_path):
+    cfg = compose_config("train", tmp_path / "run", TINY + ["trainer.max_steps=3", f"ckpt_path={mid_epoch_ckpt}"])
+    assert train.run(cfg)["global_step"] == 3
+
+
+# ---- writability: every output location is checked before training ------------------------------
+@pytest.mark.parametrize("where", ["run folder", "checkpoints/", "export/"])
+def test_read_only_output_folder_is_one_line_before_training(tmp_path, read_only, where):
+    out = tmp_path / "run"
+    target = {"run folder": out, "checkpoints/": out / "checkpoints", "export/": out / "export"}[where]
+    target.mkdir(parents=True)
+    cfg = compose_config("train", out, TINY + ["trainer.max_steps=2", "export=true"])
+    read_only(target)
+    with pytest.raises(ConfigError, match=rf"hydra.run.dir='{re.escape(str(out))}' is invalid: .*{re.escape(str(target))} is not writable") as err:
+        train.run(cfg)
+    assert "\n" not in str(err.value)
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+
+
+def test_read_only_token_cache_is_one_line(tmp_path, read_only, tokenizer):
+    cache = tmp_path / "tokens"
+    cache.mkdir()
+    read_only(cache)
+    cfg = compose_config("train", tmp_path / "run", TINY + ["trainer.max_steps=2", f"data.cache={cache}"])
+    with pytest.raises(WriteError, match=rf"cannot write {re.escape(str(cache))}/.*\.bin: {re.escape(str(cache))} is not writable .*; "
+                                         r"point data.cache \(or GPT_LIGHTNING_CACHE\) at a writable folder"):
+        train.run(cfg)
+
+
+# ---- a full disk while a checkpoint is written -----------------------------------------------
+def _torch_failure(*args, **kwargs):
+    raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4416 vs 4314")
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("failure", [_torch_failure, _enospc], ids=["torch zip writer", "ENOSPC"])
+def test_disk_full_during_checkpoint_names_file_and_free_space(tmp_path, monkeypatch, failure):
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
+    monkeypatch.setattr(torch, "save", failure)
+    with pytest.raises(WriteError, match=rf"could not write {re.escape(str(target))}: .* \([\d,.]+ MiB free on {re.escape(str(tmp_path))}\)"):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    assert torch.load(target, weights_only=False) == {"step": 1} and tmp_files(tmp_path) == []
+
+
+def test_real_full_disk_during_checkpoint(tmp_path):
+    """A 1 MiB tmpfs really runs out of space (root only: mounting needs privileges)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode:
+        pytest.skip("needs root and tmpfs mounts for a real full disk")
+    try:
+        with pytest.raises(WriteError, match=rf"could not write {re.escape(str(disk))}/last.ckpt: the disk is full \(.* MiB free"):
+            AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1 << 20)}, disk / "last.ckpt")
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ---- atomic files get the mode a plain open() gives --------------------------------------------
+def _write_checkpoint(folder: Path) -> Path:
+    return AtomicCheckpointIO().save_checkpoint({"x": 1}, folder / "last.ckpt") or folder / "last.ckpt"
+
+
+def _write_export(folder: Path) -> Path:
+    from gpt_lightning import GPT, GPTConfig
+
+    GPT(GPTConfig(vocab_size=97, context_length=16, n_embd=16, n_layers=1, n_heads=2)).save_pretrained(folder)
+    return folder / "model.safetensors"
+
+
+def _write_tokens(folder: Path) -> Path:
+    from gpt_lightning.data.token_cache import tokenize_to_cache
+
+    text = folder / "text.txt"
+    text.write_text("Every effort moves you.\n")
+    return tokenize_to_cache([text], folder / "tokens", progress=False)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("writer", [_write_checkpoint, _write_export, _write_tokens], ids=["ckpt", "export", "tokens"])
+def test_atomic_files_respect_the_umask_like_open(tmp_path, umask, writer, tokenizer):
+    old = os.umask(umask)
+    try:
+        path = writer(tmp_path)
+        plain = tmp_path / "plain"
+        open(plain, "w").close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+# ---- leftovers of killed writers ---------------------------------------------------------------
+def test_only_tmp_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = atomic._HOST
+    files = {
+        f".last.ckpt.{host}-{dead.pid}.abc123.tmp": True,  # its writer is gone
+        f".last.ckpt.{host}-{os.getpid()}.abc123.tmp": False,  # a live writer (this process)
+        f".last.ckpt.otherhost-{dead.pid}.abc123.tmp": False,  # another machine's writer: unknown
+        ".last.ckpt.legacy01.tmp": True,  # no writer id, untouched for two hours
+        ".last.ckpt.legacy02.tmp": False,  # no writer id, fresh
+        "last.ckpt": False,
+    }
+    for name in files:
+        (tmp_path / name).write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(tmp_path / ".last.ckpt.legacy01.tmp", (two_hours_ago, two_hours_ago))
+    removed = {p.name for p in remove_stale_tmp(tmp_path)}
+    assert removed == {name for name, stale in files.items() if stale}
+    # the lock holder of a run folder knows nobody else writes there: every tmp file goes
+    assert {p.name for p in remove_stale_tmp(tmp_path, all_of_them=True)} == {
+        name for name, stale in files.items() if not stale and name.endswith(".tmp")}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_atomic_tmp_file_is_named_by_its_writer(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "f.bin", lambda tmp: seen.append(Path(tmp).name) or Path(tmp).write_bytes(b"1"))
+    assert seen[0].startswith(f".f.bin.{atomic._HOST}-{os.getpid()}.") and seen[0].endswith(".tmp")
+    assert remove_stale_tmp(tmp_path) == [] and (tmp_path / "f.bin").read_bytes() == b"1"
+
+
+# ---- a warmup longer than the run --------------------------------------------------------------
+@pytest.mark.parametrize("warmup, total, warns", [(50, 10, True), (11, 10, True), (10, 10, False), (0.5, 10, False)])
+def test_warmup_longer_than_the_run_warns_with_the_numbers(tiny_config, caplog, warmup, total, warns):
+    from gpt_lightning import GPT
+    from gpt_lightning.lit_module import GPTLitModule
+
+    module = GPTLitModule(GPT(tiny_config), {"lr": 1e-3, "warmup": warmup})
+    module.trainer = SimpleNamespace(estimated_stepping_batches=total, is_global_zero=True)
+    with caplog.at_level(logging.WARNING, logger="gpt_lightning"):
+        module.configure_optimizers()
+    lines = [r.getMessage() for r in caplog.records if "optim.warmup" in r.getMessage()]
+    if not warns:
+        assert lines == []
+        return
+    reached = 1e-3 * total / warmup  # the linear warmup's value at the last step
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert f"optim.warmup={warmup} is {warmup} steps but the whole run has {total} optimizer steps" in lines[0]
+    assert f"climbs to {reached:.3g} of optim.lr=0.001" in lines[0] and f"optim.warmup<={total}" in lines[0]
