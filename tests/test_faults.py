@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,65 +69,98 @@ def tmp_files(*folders: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run every interrupted one must equal."""
+    """The uninterrupted run every interrupted one must equal; it runs beside the first test."""
     run = tmp_path_factory.mktemp("reference") / "run"
-    proc = run_train(run)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return final_weights(run)
+    proc = run_train(run, wait=False)
+    done: dict = {}
+
+    def weights() -> dict[str, torch.Tensor]:
+        if not done:
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, err[-3000:]
+            done.update(final_weights(run))
+        return done
+
+    yield weights
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
-# (where the process is SIGKILLed, FAULT spec, whether a temporary file is left behind)
-KILL_POINTS = [
-    ("mid-epoch, one step after the step-6 checkpoint", "kill-step:7", False),
-    ("inside the atomic write of last.ckpt, before its rename", "kill:last.ckpt:2:rename", True),
-    ("half-way through writing export/model.safetensors", "kill:model.safetensors:1:write", True),
-    ("half-way through writing the token cache", "kill:*.bin:1:write", True),
+def last_step(run: Path) -> int | None:
+    path = run / "checkpoints" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"] if path.is_file() else None
+
+
+# One folder killed (SIGKILL) four times at different moments, each time restarted with the
+# same command: (FAULT spec, the temporary file the dead writer leaves, last.ckpt's step after it)
+KILL_CHAIN = [
+    ("kill:*.bin:1:write", r"tokens/\..*\.bin\..*\.tmp", None),  # half-way through writing the token cache
+    ("kill:last.ckpt:2:rename", r"run/checkpoints/\.last\.ckpt\..*\.tmp", 3),  # step-6 checkpoint complete, not renamed
+    ("kill-step:7", None, 6),  # mid-epoch, one step after the step-6 checkpoint
+    ("kill:model.safetensors:1:write", r"run/export/\.model\.safetensors\..*\.tmp", 10),  # half-way through the export
 ]
 
 
-@pytest.mark.parametrize("where, fault, leaves_tmp", KILL_POINTS, ids=[k[1] for k in KILL_POINTS])
-def test_kill_9_anywhere_resumes_bit_exactly_with_the_same_command(reference, tmp_path, where, fault, leaves_tmp):
+def test_kill_9_at_four_moments_then_the_same_command_resumes_bit_exactly(reference, tmp_path):
     run = tmp_path / "run"
-    killed = run_train(run, fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    left = tmp_files(run, tmp_path / "tokens")
-    assert bool(left) == leaves_tmp, left
-    assert (run / run_folder.LOCK_NAME).is_file()  # the dead run's lock file stays: it must not block
-
+    for fault, leftover, step in KILL_CHAIN:
+        killed = run_train(run, fault)
+        assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr[-3000:])
+        left = [str(p.relative_to(tmp_path)) for p in tmp_files(run, tmp_path / "tokens")]
+        if leftover is None:  # and the previous run's leftovers were removed
+            assert left == [], fault
+        else:
+            assert len(left) == 1 and re.fullmatch(leftover, left[0]), (fault, left)
+        assert last_step(run) == step, fault
+        assert (run / run_folder.LOCK_NAME).is_file()  # the dead run's lock file stays: it must not block
     resumed = run_train(run)  # the same command: ckpt_path=auto, same hydra.run.dir
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert tmp_files(run, tmp_path / "tokens") == []  # the killed writer's leftovers are gone
-    assert_same_weights(final_weights(run), reference)
+    assert tmp_files(run, tmp_path / "tokens") == []
+    assert_same_weights(final_weights(run), reference())
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1 (SLURM)"])
-def test_preemption_signal_writes_last_ckpt_then_resume_is_bit_exact(reference, tmp_path, sig):
-    run, marker = tmp_path / "run", tmp_path / "at-step-4"
-    proc = run_train(run, f"wait-step:4:{marker}", wait=False)
-    deadline = time.monotonic() + 240
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), proc.communicate()[1][-3000:]
-    if sig == signal.SIGTERM:  # meanwhile a second run into the same folder is refused
-        second = run_train(run, extra=["trainer.max_steps=20"])
-        assert second.returncode == 2, second.stderr[-3000:]
-        assert second.stderr.strip().splitlines()[-1].startswith("error: hydra.run.dir=")
-        assert "another live run (pid" in second.stderr and "Traceback" not in second.stderr
-    proc.send_signal(sig)  # a real signal from another process, during step 5
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + sig, err[-3000:]
-    assert f"preempted: stopped by {signal.Signals(sig).name} after step 5" in err
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 5  # written because of the signal (the schedule writes at 3, 6, 9)
-    assert not (run / "result.json").exists() and not (run / "export" / "model.safetensors").exists()
-
+def test_preemption_signals_write_last_ckpt_then_resume_is_bit_exact(reference, tmp_path):
+    """SIGTERM during step 5, then SIGUSR1 (SLURM's --signal) during step 7, both sent by this
+    process to the running train.py; each leaves last.ckpt at that step; the third run ends it."""
+    run = tmp_path / "run"
+    for sig, pause_at in ((signal.SIGTERM, 4), (signal.SIGUSR1, 6)):
+        marker = tmp_path / f"at-step-{pause_at}"
+        proc = run_train(run, f"wait-step:{pause_at}:{marker}", wait=False)
+        deadline = time.monotonic() + 240
+        while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), proc.communicate()[1][-3000:]
+        proc.send_signal(sig)  # a real signal from another process, while step pause_at + 1 runs
+        _, err = proc.communicate(timeout=120)
+        name = signal.Signals(sig).name
+        assert proc.returncode == 128 + sig, err[-3000:]
+        assert f"preempted: stopped by {name} after step {pause_at + 1}: " in err and "Traceback" not in err
+        assert last_step(run) == pause_at + 1  # written for the signal: the schedule writes at 3, 6, 9
+        assert not (run / "result.json").exists() and not (run / "export" / "model.safetensors").exists()
     resumed = run_train(run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stdout + resumed.stderr
-    assert_same_weights(final_weights(run), reference)
+    assert "ckpt_path=auto: resuming from" in resumed.stdout + resumed.stderr
+    assert_same_weights(final_weights(run), reference())
 
 
 # ---- the run-folder lock -------------------------------------------------------------------
+def test_second_live_run_into_the_same_folder_is_refused(tmp_path):
+    """This process holds the folder's lock (as a running train.py would); a real train.py refuses."""
+    run = tmp_path / "run"
+    run_folder.lock(run)
+    try:
+        second = run_train(run)
+    finally:
+        run_folder.unlock(run)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: hydra.run.dir='{run}' is invalid: another live run (pid {os.getpid()} on {socket.gethostname()}, "
+        f"since {(run / run_folder.LOCK_NAME).read_text().split('since ')[1].strip()}) is writing into it; "
+        "wait for it to end or choose another hydra.run.dir")
+    assert "Traceback" not in second.stderr and not (run / "checkpoints" / "last.ckpt").exists()
+
+
 def test_lock_is_exclusive_and_dies_with_its_process(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
                                "from gpt_lightning import run_folder; run_folder.lock(sys.argv[2]); "
