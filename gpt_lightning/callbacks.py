@@ -184,7 +184,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
-        if PREEMPTION.requested(trainer) and stepped:  # every rank asks, so every rank agrees
+        if stepped and PREEMPTION.requested(trainer):  # every rank asks at each step, so all agree
             self._save(trainer)
             PREEMPTION.stop(self.path, trainer.global_step)
 

@@ -11,13 +11,19 @@ plugin listens to it too) are caught while a job runs:
   ``ckpt_path=auto`` and a fixed ``hydra.run.dir`` resumes exactly there;
 - after training (export, result.json) the job finishes as usual: its files are complete.
 
+Under SLURM (``SLURM_JOB_ID`` set) SIGUSR1 also requeues the job (``scontrol requeue``,
+array jobs as ``<array id>_<task id>``), as Lightning's SLURM plugin does; SIGTERM does not
+(``scancel`` sends it, and a pre-empting SLURM requeues by itself).
+
 This replaces Lightning's own SIGTERM handling, which stops at the next batch without a
 checkpoint and exits with code 0.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import sys
 import threading
 from contextlib import contextmanager
@@ -93,8 +99,25 @@ class Preemption:
             else:
                 line = (f"stopped by {name} after step {step}: {saved} holds that state; the same command with "
                         f"ckpt_path=auto (and the same hydra.run.dir) resumes there")
-            print(f"\npreempted: {line}", file=sys.stderr, flush=True)
+            requeued = slurm_requeue() if signum == signal.SIGUSR1 else None
+            print(f"\npreempted: {line}" + (f"; {requeued}" if requeued else ""), file=sys.stderr, flush=True)
         raise Preempted(128 + int(signum))
+
+
+def slurm_requeue() -> str | None:
+    """``scontrol requeue`` this SLURM job (None outside SLURM); returns what happened, in words."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array}_{task}" if array and task else job
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"could not requeue SLURM job {job} ({err})"
+    if done.returncode:
+        return f"could not requeue SLURM job {job} (scontrol: {' '.join(done.stderr.split())[:200]})"
+    return f"requeued SLURM job {job}"
 
 
 PREEMPTION = Preemption()  # signals are per process, so is this

@@ -37,9 +37,9 @@ RUN = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "model.drop
        "optim.warmup=3", "logger=none", "ckpt_path=auto"]
 
 
-def run_train(run: Path, fault: str = "none", wait: bool = True, extra: list[str] = ()):
+def run_train(run: Path, fault: str = "none", wait: bool = True, extra: list[str] = (), env: dict | None = None):
     """train.py (through the fault runner) into ``run`` with its own token cache."""
-    env = {**os.environ, "FAULT": fault, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "FAULT": fault, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     args = [sys.executable, str(ROOT / "tests" / "fault_runner.py"), *RUN, f"hydra.run.dir={run}",
             f"data.cache={run.parent / 'tokens'}", *extra]
     if not wait:
@@ -122,11 +122,17 @@ def test_kill_9_at_four_moments_then_the_same_command_resumes_bit_exactly(refere
 
 def test_preemption_signals_write_last_ckpt_then_resume_is_bit_exact(reference, tmp_path):
     """SIGTERM during step 5, then SIGUSR1 (SLURM's --signal) during step 7, both sent by this
-    process to the running train.py; each leaves last.ckpt at that step; the third run ends it."""
+    process to the running train.py; each leaves last.ckpt at that step; the third run ends it.
+    The SIGUSR1 run looks like SLURM job 4242 and requeues itself (a stand-in scontrol records it)."""
     run = tmp_path / "run"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'scontrol.log'}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     for sig, pause_at in ((signal.SIGTERM, 4), (signal.SIGUSR1, 6)):
         marker = tmp_path / f"at-step-{pause_at}"
-        proc = run_train(run, f"wait-step:{pause_at}:{marker}", wait=False)
+        proc = run_train(run, f"wait-step:{pause_at}:{marker}", wait=False, env=slurm)
         deadline = time.monotonic() + 240
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -138,6 +144,7 @@ def test_preemption_signals_write_last_ckpt_then_resume_is_bit_exact(reference, 
         assert f"preempted: stopped by {name} after step {pause_at + 1}: " in err and "Traceback" not in err
         assert last_step(run) == pause_at + 1  # written for the signal: the schedule writes at 3, 6, 9
         assert not (run / "result.json").exists() and not (run / "export" / "model.safetensors").exists()
+    assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"  # SIGUSR1 only, not SIGTERM
     resumed = run_train(run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "ckpt_path=auto: resuming from" in resumed.stdout + resumed.stderr
