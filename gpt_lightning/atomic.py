@@ -53,7 +53,7 @@ def atomic_write(target: str | Path, write: Callable[[str], None], hint: str = "
         os.replace(tmp, target)
     except (OSError, RuntimeError) as err:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, RuntimeError) and not _is_write_failure(err):
+        if not _is_write_failure(err, tmp):
             raise
         raise WriteError(_write_failed(target, err) + (f"; {hint}" if hint else "")) from None
     except BaseException:
@@ -63,13 +63,24 @@ def atomic_write(target: str | Path, write: Callable[[str], None], hint: str = "
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    try:  # Linux says it without changing it (os.umask would, for a moment, for every thread)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
-def _is_write_failure(err: RuntimeError) -> bool:
-    """torch.save reports a failed write (e.g. a full disk) as a RuntimeError of its zip writer."""
+def _is_write_failure(err: OSError | RuntimeError, tmp: str) -> bool:
+    """Whether ``err`` is about writing ``tmp`` (not, say, about reading an input file).
+
+    torch.save reports a failed write (e.g. a full disk) as a RuntimeError of its zip writer."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS) or err.filename in (None, tmp)
     text = str(err)
     return any(s in text for s in ("unexpected pos", "PytorchStreamWriter", "file write failed", "No space left"))
 

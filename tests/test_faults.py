@@ -406,3 +406,13 @@ def test_warmup_longer_than_the_run_warns_with_the_numbers(tiny_config, caplog, 
     assert len(lines) == 1 and "\n" not in lines[0]
     assert f"optim.warmup={warmup} is {warmup} steps but the whole run has {total} optimizer steps" in lines[0]
     assert f"climbs to {reached:.3g} of optim.lr=0.001" in lines[0] and f"optim.warmup<={total}" in lines[0]
+
+
+def test_failure_reading_an_input_inside_a_write_is_not_called_a_write_failure(tmp_path):
+    def write(tmp):
+        Path(tmp).write_bytes(b"half")
+        open(tmp_path / "missing-input.txt").read()
+
+    with pytest.raises(FileNotFoundError, match="missing-input.txt"):
+        atomic_write(tmp_path / "out.bin", write)
+    assert list(tmp_path.iterdir()) == []
