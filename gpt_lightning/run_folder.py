@@ -55,8 +55,10 @@ def guard(out: Path, *, owner: bool, export: bool = True):
 
 def lock(out: Path) -> None:
     """Take the run folder's lock or stop with one line naming the run that holds it."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks, no check
+        return
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)

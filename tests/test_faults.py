@@ -416,3 +416,30 @@ def test_failure_reading_an_input_inside_a_write_is_not_called_a_write_failure(t
     with pytest.raises(FileNotFoundError, match="missing-input.txt"):
         atomic_write(tmp_path / "out.bin", write)
     assert list(tmp_path.iterdir()) == []
+
+
+# (phase of the job, what a SIGTERM / SIGUSR1 then does) -- real signals sent to this process
+SIGNAL_PHASES = [("before", True), ("after", False)]
+
+
+@pytest.mark.parametrize("phase, stops", SIGNAL_PHASES)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_signal_before_training_stops_at_once_and_after_training_lets_the_run_finish(phase, stops, sig, capsys):
+    from gpt_lightning.preemption import PREEMPTION
+
+    before = signal.getsignal(sig)
+    with PREEMPTION.catching():
+        if phase == "after":
+            PREEMPTION.training_started()
+            PREEMPTION.training_ended()
+        if stops:
+            with pytest.raises(SystemExit) as exit_:
+                os.kill(os.getpid(), sig)
+                time.sleep(1)  # the handler runs at the next bytecode; never reached
+            assert exit_.value.code == 128 + sig
+            assert f"preempted: stopped by {signal.Signals(sig).name} before training started" in capsys.readouterr().err
+        else:
+            os.kill(os.getpid(), sig)
+            time.sleep(0.01)
+            assert PREEMPTION.signum == sig  # noted; the finished run's files are being completed
+    assert signal.getsignal(sig) is before  # the job's handlers are gone with the job
