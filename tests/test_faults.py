@@ -250,7 +250,7 @@ def test_bad_ckpt_path_is_one_line_before_training(mid_epoch_ckpt, tmp_path, cas
     assert not (out / "checkpoints" / "last.ckpt").exists() and not (out / "config.yaml").exists()
 
 
-def test_ckpt_path_auto_skips_nothing_valid_and_refuses_garbage(mid_epoch_ckpt, tmp_path):
+def test_ckpt_path_auto_refuses_a_folder_whose_checkpoints_are_all_unusable(mid_epoch_ckpt, tmp_path):
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
@@ -258,6 +258,21 @@ def test_ckpt_path_auto_skips_nothing_valid_and_refuses_garbage(mid_epoch_ckpt, 
     with pytest.raises(ConfigError, match=r"ckpt_path=auto found no usable checkpoint in .*checkpoints: "
                                           r"ckpt_path=.*last.ckpt' is invalid: not a Lightning checkpoint"):
         train.run(cfg)
+
+
+def test_ckpt_path_auto_takes_the_newest_valid_checkpoint(mid_epoch_ckpt, tmp_path, caplog):
+    import shutil
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(mid_epoch_ckpt, out / "checkpoints" / "last-v1.ckpt")  # valid, an hour older
+    an_hour_ago = time.time() - 3600
+    os.utime(out / "checkpoints" / "last-v1.ckpt", (an_hour_ago, an_hour_ago))
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"garbage")  # newest, unusable
+    cfg = compose_config("train", out, TINY + ["trainer.max_steps=3", "ckpt_path=auto"])
+    with caplog.at_level(logging.INFO, logger="gpt_lightning"):
+        assert train.run(cfg)["global_step"] == 3  # resumed at step 2, one more step
+    assert f"ckpt_path=auto: resuming from {out / 'checkpoints' / 'last-v1.ckpt'}" in caplog.text
 
 
 def test_resume_with_the_same_batch_size_is_accepted(mid_epoch_ckpt, tmp_path):
