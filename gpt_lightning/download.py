@@ -91,8 +91,13 @@ def download(source: Source, dest: Path, progress: bool = True, timeout: float =
     if _still_verified(dest, source):
         return dest
     seen = _file_state(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(dest.with_name(dest.name + ".lock")):
+    with contextlib.ExitStack() as stack:
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_exclusive(dest.with_name(dest.name + ".lock")))
+        except OSError as err:
+            raise ConfigError(f"cannot download into {dest.parent}: it is not writable ({err.strerror or err}); "
+                              f"set GPT_LIGHTNING_CACHE to a writable folder") from None
         if _file_state(dest) != seen and _still_verified(dest, source):  # another process fetched it
             return dest
         part = dest.with_name(dest.name + ".part")
@@ -106,13 +111,17 @@ def download(source: Source, dest: Path, progress: bool = True, timeout: float =
     return dest
 
 
-def _file_state(path: Path) -> tuple[int, int] | None:
-    """(size, modification time) of ``path``, or None when it does not exist."""
+def _file_state(path: Path) -> tuple[int, int, int, int] | None:
+    """(size, modification time, inode change time, inode) of ``path``; None when it does not exist.
+
+    Writing to a file, or restoring its modification time afterwards (``os.utime``), changes
+    its ctime, which no user call can set back; a file put in its place has another inode.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return st.st_size, st.st_mtime_ns
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def _stamp_path(dest: Path) -> Path:
@@ -122,11 +131,11 @@ def _stamp_path(dest: Path) -> Path:
 
 
 def _stamp(dest: Path, source: Source) -> None:
-    """Remember that ``dest`` (at this size and modification time) matched ``source``."""
-    st, stamp = dest.stat(), _stamp_path(dest)
+    """Remember that ``dest`` (in its present state, see ``_file_state``) matched ``source``."""
+    stamp = _stamp_path(dest)
     try:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(f"{st.st_size} {st.st_mtime_ns} {source.sha256}")
+        stamp.write_text(_stamp_text(dest, source))
     except OSError:  # a read-only cache just hashes again next time
         pass
 
@@ -136,13 +145,17 @@ def _still_verified(dest: Path, source: Source) -> bool:
     (gigabytes of weights would cost seconds at every start)."""
     if not dest.is_file():
         return False
-    st, stamp = dest.stat(), _stamp_path(dest)
-    if stamp.is_file() and stamp.read_text() == f"{st.st_size} {st.st_mtime_ns} {source.sha256}":
+    stamp = _stamp_path(dest)
+    if stamp.is_file() and stamp.read_text() == _stamp_text(dest, source):
         return True
     if verify(dest, source) is not None:
         return False
     _stamp(dest, source)
     return True
+
+
+def _stamp_text(dest: Path, source: Source) -> str:
+    return " ".join(map(str, (*_file_state(dest), source.sha256)))
 
 
 def _transfer(source: Source, part: Path, dest: Path, progress: bool, timeout: float) -> None:
@@ -213,7 +226,7 @@ def fetch(name: str, source: Source, path: str | Path | None = None, subdir: str
     cached = cache_dir() / subdir / name
     try:
         return download(source, cached)
-    except ConfigError as err:
+    except DownloadError as err:  # offline or unreachable; other problems keep their own message
         raise ConfigError(
             f"{name} is not available offline: {err}. Set GPT_LIGHTNING_DATA_DIR to a folder that "
             f"holds {name}, or pass {key}=/path/to/{name}"

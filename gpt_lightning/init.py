@@ -255,23 +255,40 @@ def _lightning_weights(path: Path) -> _Weights:
 
     It is a pickle, so it runs code when read: only start from checkpoints you trust.
     """
-    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; mmap needs one
-        raise bad_value("init.path", str(path), "not a Lightning checkpoint (not a torch.save zip archive)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise bad_value("init.path", str(path), f"cannot be read as a Lightning checkpoint "
-                        f"({' '.join(str(err).split())})") from None
-    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
-    if "model_config" not in hparams or "state_dict" not in ckpt:
-        raise bad_value("init.path", str(path), "not a checkpoint of this project: it needs a state_dict "
-                        "and hyper_parameters['model_config']")
-    config = GPTConfig.from_dict(dict(hparams["model_config"]))
+    ckpt, config = read_checkpoint(path, "init.path")
     # "model." is the LightningModule attribute; "_orig_mod." appears when it was torch.compile'd
     state = {k.removeprefix("model.").removeprefix("_orig_mod."): v
              for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     state = merge_lora_state(state)  # a LoRA fine-tune loads as plain GPT-2 weights
     return _Weights(f"init=checkpoint ({path})", config, partial(_model_from_state, state, path))
+
+
+def read_checkpoint(path: Path, key: str) -> tuple[dict, GPTConfig]:
+    """(checkpoint dict, its model's GPTConfig) of a Lightning ``.ckpt`` of this project.
+
+    Memory-mapped, not read whole. Anything else (missing, a folder, truncated, random bytes,
+    another program's checkpoint) raises one line naming ``key``. It is a pickle, so it runs
+    code when read: only load checkpoints you trust.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise bad_value(key, str(path), "a folder, not a checkpoint file; give a .ckpt such as "
+                        "<run>/checkpoints/last.ckpt")
+    if not path.is_file():
+        raise bad_value(key, str(path), "no such file; give a .ckpt such as <run>/checkpoints/last.ckpt")
+    if not zipfile.is_zipfile(path):  # torch.save writes zip archives; mmap needs one
+        raise bad_value(key, str(path), "not a Lightning checkpoint (not a torch.save zip archive: "
+                        "truncated, or another kind of file)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise bad_value(key, str(path), f"cannot be read as a Lightning checkpoint "
+                        f"({' '.join(str(err).split())[:300]})") from None
+    hparams = (ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
+    if "model_config" not in hparams or "state_dict" not in ckpt:
+        raise bad_value(key, str(path), "not a checkpoint of this project: it needs a state_dict "
+                        "and hyper_parameters['model_config']")
+    return ckpt, GPTConfig.from_dict(dict(hparams["model_config"]))
 
 
 def _model_from_state(state: dict[str, torch.Tensor], path: Path, config: GPTConfig) -> GPT:

@@ -17,6 +17,7 @@ train/loss is that step's token-weighted mean.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 
@@ -28,7 +29,9 @@ from .config import OptimConfig, PerfConfig, parse
 from .data import IGNORE_INDEX
 from .lora import LoRALinear
 from .model import GPT
-from .schedule import lr_at, warmup_steps_from
+from .schedule import lr_at, warmup_steps_from, warmup_warning
+
+log = logging.getLogger("gpt_lightning")
 
 # Dense bf16 peak TFLOP/s by GPU name, for MFU; override with mfu_peak_tflops.
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -218,6 +221,9 @@ class GPTLitModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = warmup_steps_from(o.warmup, total)
+        too_long = warmup_warning(o.warmup, warmup, total, o.lr)
+        if too_long and getattr(self.trainer, "is_global_zero", True):
+            log.warning(too_long)
         peak, min_lr = o.lr, o.min_lr
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_at(step, peak_lr=peak, min_lr=min_lr, warmup_steps=warmup, total_steps=total) / peak)

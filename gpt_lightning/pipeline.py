@@ -26,8 +26,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
+from . import resume, run_folder
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .config import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig, build
@@ -58,28 +60,39 @@ class RunContext:
 
 
 def train(spec: TrainSpec, ctx: RunContext) -> dict:
-    """Build the model the init group gives (with LoRA when asked) and fit it."""
-    model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
-                        tokenizer_vocab=TOKENIZER_VOCAB)
-    lora = spec.finetune.lora if spec.finetune else None
-    if lora is not None and lora.rank:
-        apply_lora(model, lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
-    return fit(spec, model, ctx)
+    """Build the model the init group gives (with LoRA when asked) and fit it.
+
+    The run folder is locked and checked first (see ``run_folder.guard``), so a second run
+    into a folder that a live run holds stops before any weights are built.
+    """
+    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+        model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
+                            tokenizer_vocab=TOKENIZER_VOCAB)
+        lora = spec.finetune.lora if spec.finetune else None
+        if lora is not None and lora.rank:
+            apply_lora(model, lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
+        return _fit(spec, model, ctx)
 
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     """Train ``model`` on ``spec.data`` as ``spec`` says; return the run's result dict."""
+    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+        return _fit(spec, model, ctx)
+
+
+def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fit_lengths(spec.data, model)
     L.seed_everything(spec.seed, workers=True, verbose=False)
     module = GPTLitModule(model, spec.optim, seed=spec.seed, perf=spec.perf)
     trainer = build_trainer(spec, out, ctx.relaunch)
-    if trainer.is_global_zero:
-        (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
     start = time.time()
     with job_scope(trainer.strategy):
-        trainer.fit(module, datamodule=spec.data, ckpt_path=spec.run.ckpt_path)
+        ckpt_path = resume.resolve(spec.run.ckpt_path, out, module, spec.data, trainer.world_size)
+        if trainer.is_global_zero:
+            (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
+        trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
         result = _result(trainer, module, time.time() - start, ctx.overrides)
         for callback in trainer.callbacks:
             result.update(getattr(callback, "summary", None) or {})

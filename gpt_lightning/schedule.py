@@ -30,3 +30,13 @@ def lr_at(step: int, *, peak_lr: float, min_lr: float, warmup_steps: int, total_
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return min_lr + (peak_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_warning(warmup: int | float, warmup_steps: int, total_steps: int, peak_lr: float) -> str | None:
+    """A warning when the warmup outlasts the run (the learning rate never reaches its peak)."""
+    if warmup_steps <= total_steps:
+        return None
+    reached = lr_at(total_steps - 1, peak_lr=peak_lr, min_lr=0.0, warmup_steps=warmup_steps, total_steps=total_steps)
+    return (f"optim.warmup={warmup} is {warmup_steps} steps but the whole run has {total_steps} optimizer steps: "
+            f"the learning rate only climbs to {reached:.3g} of optim.lr={peak_lr:g} "
+            f"({100 * reached / peak_lr:.0f}%); use optim.warmup<={total_steps} or a fraction such as 0.1")

@@ -65,3 +65,35 @@ def hub(hf_tiny_folder, tmp_path, monkeypatch):
     with serve_as_openai_124m(folder, tmp_path, monkeypatch) as server:
         server.hf, server.folder = hf, folder
         yield server
+
+
+@pytest.fixture
+def read_only():
+    """``read_only(folder)`` makes ``folder`` read-only until the test ends.
+
+    Ordinary users get ``chmod 555``; root ignores file modes, so for root the folder is
+    bind-mounted read-only onto itself (the test is skipped where mounting is not allowed).
+    """
+    import shutil
+
+    undo = []
+
+    def make(folder):
+        folder = Path(folder)
+        if os.geteuid() != 0:
+            mode = folder.stat().st_mode
+            folder.chmod(0o555)
+            undo.append(lambda: folder.chmod(mode))
+            return folder
+        if not shutil.which("mount"):
+            pytest.skip("running as root (file modes ignored) without mount(8)")
+        if subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode:
+            pytest.skip("running as root (file modes ignored) and bind mounts are not allowed")
+        undo.append(lambda: subprocess.run(["umount", "-l", str(folder)], capture_output=True))
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True).returncode:
+            pytest.skip("running as root (file modes ignored) and read-only remounts are not allowed")
+        return folder
+
+    yield make
+    for step in reversed(undo):
+        step()

@@ -91,6 +91,22 @@ class Hub(ThreadingHTTPServer):
 
 
 @contextmanager
+def serving(root: Path, monkeypatch):
+    """A :class:`Hub` serving ``root`` on 127.0.0.1 for the duration of the block."""
+    server = Hub(root)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "127.0.0.1")
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
 def serve_as_openai_124m(folder: Path, tmp_path: Path, monkeypatch):
     """Publish the GPT-2 folder ``folder`` as init=openai_124m on a fake hub, empty cache."""
     files = tmp_path / "hub" / REPO / "resolve" / REVISION
@@ -100,18 +116,9 @@ def serve_as_openai_124m(folder: Path, tmp_path: Path, monkeypatch):
     weights = files / "model.safetensors"
     monkeypatch.setitem(HUB_WEIGHTS, "openai_124m", HubWeights(
         REPO, REVISION, sha256_of(weights), weights.stat().st_size, read_config(folder)))
-    server = Hub(tmp_path / "hub")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("GPT_LIGHTNING_HF_ENDPOINT", server.url)
-    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("GPT_LIGHTNING_WEIGHTS_DIR", raising=False)
-    for var in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(var, "127.0.0.1")
-    server.cache = tmp_path / "cache" / "weights" / REPO
-    try:
+    with serving(tmp_path / "hub", monkeypatch) as server:
+        monkeypatch.setenv("GPT_LIGHTNING_HF_ENDPOINT", server.url)
+        monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
+        monkeypatch.delenv("GPT_LIGHTNING_WEIGHTS_DIR", raising=False)
+        server.cache = tmp_path / "cache" / "weights" / REPO
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

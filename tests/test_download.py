@@ -87,3 +87,67 @@ def test_concurrent_builds_download_once(hub):
     assert len(results) == 2
     assert hub.weight_requests() == [(WEIGHTS_URL, None)]
     assert all(_max_logit_diff(model, hub.hf) <= 1e-4 for model in results)
+
+
+# ---- faults: a cache changed behind our back, a corrupt download, a read-only cache ----
+from fake_hub import serving  # noqa: E402
+
+
+def _published(tmp_path, data: bytes, served: bytes | None = None):
+    """A file on a 127.0.0.1 server (``served`` bytes, by default ``data``) and its Source."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    (root / "file.bin").write_bytes(served if served is not None else data)
+    return root, hashlib.sha256(data).hexdigest(), len(data)
+
+
+def test_cached_file_corrupted_in_place_with_size_and_mtime_kept_is_verified_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    good = b"weights" * 1000
+    root, sha, size = _published(tmp_path, good)
+    dest = tmp_path / "cache" / "data" / "file.bin"
+    with serving(root, monkeypatch) as server:
+        source = dl.Source(f"{server.url}/file.bin", sha, size)
+        dl.download(source, dest, progress=False)
+        assert len(server.requests) == 1
+        before = dest.stat()
+        with open(dest, "r+b") as fh:  # bit rot / a careless tool: same size, same mtime
+            fh.write(b"X")
+        os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert (dest.stat().st_size, dest.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        assert dl.download(source, dest, progress=False) == dest
+        assert len(server.requests) == 2  # found corrupt, fetched again
+    assert dest.read_bytes() == good
+
+
+def test_corrupt_download_names_the_real_cause_not_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPT_LIGHTNING_DATA_DIR", raising=False)
+    good = b"the text" * 100
+    root, sha, size = _published(tmp_path, good, served=b"THE TEXT" * 100)  # same size, other bytes
+    with serving(root, monkeypatch) as server:
+        with pytest.raises(dl.ConfigError) as err:
+            dl.fetch("file.bin", dl.Source(f"{server.url}/file.bin", sha, size))
+    message = str(err.value)
+    assert "corrupt" in message and f"expected {sha}" in message
+    assert "not available offline" not in message
+    assert not (tmp_path / "cache" / "data" / "file.bin").exists()
+
+
+def test_unreachable_download_still_says_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPT_LIGHTNING_DATA_DIR", raising=False)
+    with pytest.raises(dl.ConfigError, match="file.bin is not available offline: could not download"):
+        dl.fetch("file.bin", dl.Source("http://127.0.0.1:9/file.bin", "0" * 64, 10))
+
+
+def test_read_only_download_cache_is_one_line(tmp_path, monkeypatch, read_only):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(cache))
+    monkeypatch.delenv("GPT_LIGHTNING_DATA_DIR", raising=False)
+    with pytest.raises(dl.ConfigError) as err:
+        dl.fetch("file.bin", dl.Source("http://127.0.0.1:9/file.bin", "0" * 64, 10))
+    assert "not writable" in str(err.value) and "GPT_LIGHTNING_CACHE" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -145,7 +145,9 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    from gpt_lightning.atomic import WriteError
+
+    with pytest.raises(WriteError, match=r"could not write .*last.ckpt: disk full"):
         io.save_checkpoint({"step": 2}, target)
     assert torch.load(target, weights_only=False) == {"step": 1}  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left

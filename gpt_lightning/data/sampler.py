@@ -96,7 +96,13 @@ class ResumableDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        return {"epoch": self._position[0], "batches": self._position[1]}
+        """Position in the epoch, and what it means: batch size, ranks, batches per epoch
+        (a resume checks them, see ``resume``)."""
+        trainer = self.trainer
+        per_epoch = getattr(trainer, "num_training_batches", None) if trainer is not None else None
+        return {"epoch": self._position[0], "batches": self._position[1], "batch_size": self.batch_size,
+                "world_size": trainer.world_size if trainer is not None else 1,
+                "epoch_batches": int(per_epoch) if isinstance(per_epoch, int) else None}
 
     def load_state_dict(self, state: dict) -> None:
         self._position = (int(state["epoch"]), int(state["batches"]))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, remove_stale_tmp
 from ..errors import ConfigError
 from ..progress import byte_progress
 from ..tokenizer import get_tokenizer
@@ -69,6 +69,7 @@ def tokenize_to_cache(files: list[Path], cache_dir: Path, progress: bool = True)
     meta = target.with_suffix(".json")
     if target.is_file() and meta.is_file():
         return target
+    remove_stale_tmp(target.parent)  # left by tokenizers that were killed
     tok = get_tokenizer()
     if tok.vocab_size > np.iinfo(np.uint16).max + 1:
         raise ConfigError(f"a vocabulary of {tok.vocab_size} does not fit uint16 token files")
@@ -82,10 +83,11 @@ def tokenize_to_cache(files: list[Path], cache_dir: Path, progress: bool = True)
                     out.write(np.array([tok.eot_id], dtype=np.uint16).tobytes())
                 counts[str(path)] = _tokenize_file(path, tok, out, bar)
 
-    atomic_write(target, write)
+    hint = "point data.cache (or GPT_LIGHTNING_CACHE) at a writable folder"
+    atomic_write(target, write, hint=hint)
     info = {"files": [str(p) for p in files], "tokens_per_file": counts, "tokenizer": TOKENIZER_ID,
             "num_tokens": os.path.getsize(target) // 2}
-    atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)))
+    atomic_write(meta, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=1)), hint=hint)
     return target
 
 
