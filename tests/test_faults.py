@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from helpers import ROOT, run_job
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import ConfigError
 from gpt_lightning import atomic, run_folder
 from gpt_lightning.atomic import WriteError, atomic_write, remove_stale_tmp
@@ -345,7 +346,7 @@ def _write_checkpoint(folder: Path) -> Path:
 def _write_export(folder: Path) -> Path:
     from gpt_lightning import GPT, GPTConfig
 
-    GPT(GPTConfig(vocab_size=97, context_length=16, n_embd=16, n_layers=1, n_heads=2)).save_pretrained(folder)
+    save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=16, n_embd=16, n_layers=1, n_heads=2)), folder)
     return folder / "model.safetensors"
 
 
