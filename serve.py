@@ -1,0 +1,16 @@
+"""Serve a GPT-2 with an OpenAI-compatible API: `python serve.py init=checkpoint init.path=<export>` (see README.md)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from gpt_lightning.errors import main_guard
+from gpt_lightning.serving.launch import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    main_guard(lambda: run(cfg))
+
+
+if __name__ == "__main__":
+    main()
