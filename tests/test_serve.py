@@ -238,6 +238,34 @@ def test_a_client_going_away_cancels_its_sequence(server):
     assert seen[0].finish_reason == "cancelled" and len(seen[0].new) < CAP
 
 
+def test_a_waiting_request_whose_client_left_is_dropped_unrun(server):
+    url, scheduler = server
+    gate, started, seen, submit = threading.Event(), threading.Event(), [], scheduler.submit
+
+    def slow_client(kind, value):  # holds the scheduler, so the next request has to wait
+        started.set()
+        gate.wait(30)
+
+    scheduler.submit = lambda sequences: (seen.extend(sequences), submit(sequences))
+    try:
+        submit([Sequence([1, 2], 2, Sampling(0.0), StopCriteria(None), None, slow_client)])
+        assert started.wait(30)
+        with pytest.raises(httpx.ReadTimeout):  # a whole (not streamed) answer: the client gives up
+            httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 5}, timeout=httpx.Timeout(30, read=1))
+    finally:
+        del scheduler.submit
+        for _ in range(200):
+            if seen and seen[0].cancelled:
+                break
+            threading.Event().wait(0.05)
+        gate.set()
+    for _ in range(200):
+        if seen[0].finish_reason:
+            break
+        threading.Event().wait(0.05)
+    assert seen[0].finish_reason == "cancelled" and seen[0].new == []
+
+
 # ---- many clients ----------------------------------------------------------------------------
 def random_request(rng: random.Random, i: int) -> dict:
     words = "the of a cat sat on mat and then it rained over hills far away".split()
