@@ -20,7 +20,7 @@ from .errors import bad_value
 from .generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
 from .init import InitConfig, build_model
 from .model import GPT, GPTConfig
-from .template import format_prompt
+from .template import PromptTemplate, format_prompt
 from .tokenizer import Tokenizer, get_tokenizer
 
 SAMPLING_KEYS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "num_beams",
@@ -225,11 +225,13 @@ def print_speed(tokens: int, seconds: float) -> None:
 
 
 # ---- chat ----------------------------------------------------------------------------------
-def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, budget: int) -> list[int]:
+def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, budget: int,
+                template: PromptTemplate | None = None) -> list[int]:
     """Past turns (instruction template + reply) and the new message, as tokens, dropping
-    the oldest turns until it fits ``budget`` tokens (the newest message always stays)."""
-    turns = [encode(tok, format_prompt(user) + reply + "\n\n") for user, reply in history]
-    ids = encode(tok, format_prompt(message))
+    the oldest turns until it fits ``budget`` tokens (the newest message always stays).
+    The server (gpt_lightning.serving) renders chat requests with it too."""
+    turns = [encode(tok, format_prompt(user, template=template) + reply + "\n\n") for user, reply in history]
+    ids = encode(tok, format_prompt(message, template=template))
     for turn in reversed(turns):
         if len(turn) + len(ids) > budget:
             break

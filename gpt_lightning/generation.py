@@ -403,7 +403,7 @@ def _decode_batch(model: GPT, rows: list[_Row], sampling: dict, stops: StopCrite
 
     pos = L  # next cache slot
     while True:
-        tokens = _next_tokens(logits, seen, rows, sampling)  # (B,)
+        tokens = next_tokens(logits, seen, [r.generator for r in rows], sampling)  # (B,)
         for r, t in zip(rows, tokens.tolist()):
             r.tokens.append(t)
             if on_token is not None:
@@ -428,12 +428,18 @@ def _decode_batch(model: GPT, rows: list[_Row], sampling: dict, stops: StopCrite
         pos += 1
 
 
-def _next_tokens(logits: torch.Tensor, seen: torch.Tensor | None, rows: list[_Row], sampling: dict) -> torch.Tensor:
-    """(B,) next token of each row: argmax when greedy, else a draw from its generator."""
+def next_tokens(logits: torch.Tensor, seen: torch.Tensor | None, generators: Sequence[torch.Generator | None],
+                sampling: dict) -> torch.Tensor:
+    """(B,) next token of each row: argmax when greedy, else a draw from the row's generator.
+
+    logits: (B, V) raw; seen: (B, V) bool tokens so far (None without a repetition penalty);
+    sampling: temperature, top_k, top_p, repetition_penalty (see :func:`process_logits`).
+    The serving scheduler calls it too, so a served row is chosen exactly as here.
+    """
     logits = process_logits(logits, seen, **sampling)
     if sampling["temperature"] == 0:
         return logits.argmax(dim=-1)
-    return sample(logits, _draw_uniforms([r.generator for r in rows]))
+    return sample(logits, _draw_uniforms(list(generators)))
 
 
 # ---- beam search -------------------------------------------------------------------

@@ -45,6 +45,13 @@ def generate_job(values: dict, ctx) -> None:
     generate(values, ctx.explicit_model_keys)
 
 
+def serve_job(values: dict, ctx) -> None:
+    """serve.py."""
+    from .serving.launch import run as serve
+
+    serve(values, ctx.explicit_model_keys)
+
+
 def plain(cfg: DictConfig) -> dict:
     """The composed config as plain dicts and lists; a missing or broken value is one line."""
     try:

@@ -1,0 +1,149 @@
+"""The continuous-batching core without HTTP: a decode batch whose rows join and leave
+matches recomputing each sequence from scratch, and the scheduler gives every sequence the
+tokens of ``generate`` for its prompt alone, with rows joining mid-flight."""
+
+import random
+import threading
+import warnings
+
+import pytest
+import torch
+
+from gpt_lightning import GPT, GPTConfig
+from gpt_lightning.generation import StopCriteria, generate, make_generators
+from gpt_lightning.serving.batch import DecodeBatch
+from gpt_lightning.serving.scheduler import QueueFull, Sampling, Scheduler, Sequence
+
+VOCAB = 97
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny ops: a second OpenMP thread costs more than it gives
+    yield
+    torch.set_num_threads(before)
+
+
+def wide_model(context_length: int = 48) -> GPT:
+    """Random weights wide enough that the text varies (position mistakes then show)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=context_length, n_embd=32, n_layers=2, n_heads=4))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def test_rows_joining_and_leaving_match_full_recomputation():
+    """Every step's logits equal the full forward of each row's tokens, through jumps of
+    ``pos`` (a longer prompt joins), rows leaving, and compaction of a full cache."""
+    model, rng = wide_model(), random.Random(1)
+    batch = DecodeBatch(model, max_rows=4)
+    rows: list[list[int]] = []  # tokens of each row (last one not yet fed)
+    jumps = compactions = 0
+    with torch.inference_mode():
+        for step in range(120):
+            if len(rows) < 4 and rng.random() < 0.35:
+                prompt = [rng.randrange(VOCAB) for _ in range(rng.randint(1, 30))]
+                before = batch.pos if len(batch) else 0
+                logits = batch.prefill(prompt)
+                jumps += len(batch) > 1 and batch.pos > before
+                full = model(torch.tensor([prompt]))[0, -1]
+                torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)
+                rows.append(prompt + [int(logits.argmax())])
+            if not rows:
+                continue
+            keep = [i for i, r in enumerate(rows) if len(r) < model.config.context_length and rng.random() > 0.05]
+            batch.keep(keep)
+            rows = [rows[i] for i in keep]
+            if not rows:
+                continue
+            pos_before = batch.pos
+            logits = batch.step(torch.tensor([r[-1] for r in rows]))
+            compactions += batch.pos < pos_before + 1
+            for r, row_logits in zip(rows, logits):
+                full = model(torch.tensor([r]))[0, -1]
+                torch.testing.assert_close(row_logits, full, rtol=1e-4, atol=1e-4)
+                r.append(int(row_logits.argmax()))
+    assert jumps > 0 and compactions > 0  # both paths ran
+
+
+@pytest.fixture(scope="module")
+def model():
+    return wide_model(context_length=64)
+
+
+def solo(model, prompt, max_tokens, sampling: Sampling, seed, stop_ids):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # budget cut by the context: the same cut on both sides
+        return generate(model, [prompt], max_new_tokens=max_tokens, seed=seed, eos_id=0,
+                        stop_sequences=stop_ids, **sampling.__dict__)[0]
+
+
+def test_scheduler_tokens_equal_solo_generation_with_rows_joining_mid_flight(model):
+    rng = random.Random(2)
+    settings = [Sampling(0.0), Sampling(0.9, 20), Sampling(1.0, 0, 0.8, 1.3), Sampling(0.0, 0, 1.0, 1.5)]
+    jobs = [([rng.randrange(1, VOCAB) for _ in range(rng.randint(1, 40))], rng.randint(1, 40),
+             settings[i % 4], 100 + i, [[5, 6]] if i % 5 == 0 else []) for i in range(20)]
+    scheduler = Scheduler(model, max_batch_size=6, queue_size=32)
+    tokens = {i: [] for i in range(len(jobs))}
+    reasons, finished = {}, threading.Semaphore(0)
+
+    def sequence(i, prompt, max_tokens, sampling, seed, stop_ids):
+        def on_event(kind, value):
+            if kind == "token":
+                tokens[i].append(value)
+            else:
+                reasons[i] = value
+                finished.release()
+        generator = make_generators(seed, 1)[0] if sampling.temperature > 0 else None
+        return Sequence(prompt, min(max_tokens, 64 - len(prompt)), sampling, StopCriteria(0, stop_ids),
+                        generator, on_event)
+
+    scheduler.start()
+    try:
+        for i, job in enumerate(jobs):
+            scheduler.submit([sequence(i, *job)])
+            threading.Event().wait(rng.random() * 0.01)  # arrive while others decode
+        for _ in jobs:
+            assert finished.acquire(timeout=60)
+    finally:
+        scheduler.stop()
+    for i, job in enumerate(jobs):
+        assert tokens[i] == solo(model, *job), f"sequence {i}"
+        assert reasons[i] == ("length" if len(tokens[i]) == min(job[1], 64 - len(job[0])) and
+                              tokens[i][-1] != 0 and tokens[i][-2:] != [5, 6] else "stop")
+
+
+def test_queue_is_bounded_and_a_cancelled_sequence_leaves(model):
+    scheduler = Scheduler(model, max_batch_size=1, queue_size=1)
+    gate, started, events = threading.Event(), threading.Event(), []
+
+    def blocking(kind, value):  # a slow consumer: holds the scheduler thread at the first token
+        events.append((kind, value))
+        started.set()
+        gate.wait(30)
+
+    first = Sequence([1, 2, 3], 50, Sampling(0.0), StopCriteria(None), None, blocking)
+    second = Sequence([4], 50, Sampling(0.0), StopCriteria(None), None, lambda k, v: events.append((k, v)))
+    scheduler.start()
+    try:
+        scheduler.submit([first])
+        assert started.wait(30)
+        scheduler.submit([second])  # waits: the batch holds one row
+        with pytest.raises(QueueFull):
+            scheduler.submit([Sequence([5], 5, Sampling(0.0), StopCriteria(None), None, lambda k, v: None)])
+        first.cancelled = second.cancelled = True
+        gate.set()
+        for _ in range(600):
+            if scheduler.counts() == {"running": 0, "waiting": 0}:
+                break
+            threading.Event().wait(0.05)
+        assert scheduler.counts() == {"running": 0, "waiting": 0}
+    finally:
+        gate.set()
+        scheduler.stop()
+    assert len(first.new) < 50 and first.finish_reason == second.finish_reason == "cancelled"
+    assert second.new == []
