@@ -106,10 +106,13 @@ def test_data_yaml_defaults_equal_the_data_module_signature(path, module):
             assert value == default, key
 
 
-def test_generate_yaml_equals_the_schema():
-    values = _yaml("generate.yaml")
+@pytest.mark.parametrize("name", ["generate", "serve"])
+def test_generate_and_serve_yaml_equal_their_schemas(name):
+    from gpt_lightning.serving.launch import ServeConfig
+
+    values = _yaml(f"{name}.yaml")
     values.pop("defaults"), values.pop("hydra")
-    expected = _defaults(GenerateConfig)
+    expected = _defaults(GenerateConfig if name == "generate" else ServeConfig)
     assert values == {k: expected[k] for k in values}
     assert set(expected) - set(values) == {"model", "init"}
 
