@@ -114,10 +114,8 @@ def fsdp(out: Path, rank: int) -> dict:
 
     records = [{"instruction": f"Say {word} twice.", "input": "", "output": f"{word} {word}"}
                for word in ("red", "green", "blue", "black", "white", "pink", "grey", "gold", "teal", "tan")]
-    path = out / "records.json"
-    if rank == 0:
-        path.write_text(json.dumps(records))
-    torch.distributed.barrier()
+    path = out / f"records{rank}.json"  # the same records, one file per rank (no barrier needed)
+    path.write_text(json.dumps(records))
     dm = InstructDataModule(path=str(path), batch_size=2, max_length=64, template=TEMPLATE,
                             train_fraction=0.6, val_fraction=0.2, test_fraction=0.2)
     sampler = SampleText(prompt=SAMPLE_PROMPT, max_new_tokens=6, instruct=True, out_dir=str(out))
