@@ -463,8 +463,8 @@ def _beam_search_one(model: GPT, prompt: list[int], budget: int, row: int, num_b
     next beams, and the cache rows follow them. The search stops when k hypotheses are
     finished and the best running beam, scored at its current length, cannot beat the
     worst of them. num_beams=1 therefore reproduces greedy decoding. A repetition penalty
-    multiplies the log-probabilities of seen tokens (as transformers' beam search), so with a
-    penalty num_beams=1 may differ from greedy sampling, which penalises the logits.
+    multiplies the log-probabilities of seen tokens, as transformers' beam search does
+    (greedy decoding and sampling penalise the logits, as transformers does there too).
     """
     k, device = num_beams, model.wte.weight.device
     model.setup_kv_cache(k, len(prompt) + budget)
