@@ -6,14 +6,16 @@ strategy) -> Trainer.fit -> artifacts in the run folder:
     config.yaml          the resolved config
     tb/                  TensorBoard events (logger=tensorboard)
     checkpoints/         best-*.ckpt (lowest val/loss) and last.ckpt
-    export/              config.json + model.safetensors (GPT-2 layout, final weights)
-    loss.png, samples.txt, result.json
+    export/              Hugging Face folder of the final weights (export.py): weights, tokenizer,
+                         generation config, model card
+    loss.png, history.json, samples.txt, result.json
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -22,20 +24,22 @@ from typing import Callable
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
 from .errors import bad_value
+from .export import export_model
 from .init import build_model as init_model
 from .init import explicit_model_keys
 from .lit_module import GPTLitModule, perplexity
-from .lora import merge_lora_state
-from .model import GPT, GPTConfig
+from .loggers import TrackerRuns, build_logger as build_trackers, describe as describe_trackers
+from .loggers import finish as finish_trackers, log_hparams
+from .model import GPT
+from .model_card import RunRecord
+from .report import format_report
 from .sweep import RESULT_FILE
 
 log = logging.getLogger("gpt_lightning")
@@ -46,6 +50,14 @@ def run_dir() -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path.cwd()
+
+
+def command_line() -> str | None:
+    """The command that started this job (one job of a sweep: its own overrides), for reports and cards."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
 
 
 def build_model(cfg: DictConfig) -> GPT:
@@ -108,6 +120,8 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
                         save_top_k=1, auto_insert_metric_name=False),
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
+        TrackerRuns(),  # W&B / MLflow run ids in checkpoints: a resume continues those runs
+        RunRecord(OmegaConf.to_container(cfg, resolve=True), command_line()),  # for the model card
     ]
     if c.samples.enabled:
         callbacks.append(SampleText(prompt=c.samples.prompt, max_new_tokens=c.samples.max_new_tokens,
@@ -119,9 +133,8 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
 
 
 def build_logger(cfg: DictConfig, out: Path):
-    if cfg.logger is None or not cfg.logger.get("_target_"):
-        return False
-    return instantiate(cfg.logger, save_dir=str(out))
+    return build_trackers(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.logger else None, out,
+                          ckpt_path=cfg.ckpt_path)
 
 
 def build_trainer(cfg: DictConfig, out: Path) -> L.Trainer:
@@ -144,18 +157,6 @@ def check_lengths(model: GPT, max_length: int | None) -> None:
                         f"at most model.context_length={model.config.context_length} (the model's position table)")
 
 
-def export_model(trainer: L.Trainer, module: GPTLitModule, folder: Path) -> Path | None:
-    """Gather the full weights (works under DDP and FSDP) and write them in GPT-2 layout."""
-    state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP: every rank calls it
-    if not trainer.is_global_zero:
-        return None
-    weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
-    weights = merge_lora_state(weights)  # LoRA updates folded into plain weights
-    model = GPT(GPTConfig.from_dict(module.model.config.to_dict()))
-    model.load_state_dict(weights)
-    return model.save_pretrained(folder)
-
-
 # Our samplers do resume mid-epoch (data/sampler.py); Lightning cannot see that and warns.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
@@ -176,16 +177,21 @@ def fit(cfg: DictConfig, datamodule: L.LightningDataModule, model: GPT,
         scope.append(trainer.strategy)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         result = _result(cfg, trainer, module, time.time() - start)
-        extra = after_fit(trainer, module, out) if after_fit else {}
+        extra = (after_fit(trainer, module, out) if after_fit else {}) or {}
         if cfg.export:
-            folder = export_model(trainer, module, out / "export")
+            folder = export_model(trainer, module, out / "export", extra_results=extra)
             if folder:
                 result["export"] = str(folder)
         if trainer.is_global_zero:
-            result.update(extra or {})
-            _log_hparams(trainer, cfg, result)
+            result.update(extra)
+            metrics = {f"hp/{k}": result[k] for k in ("best_val_loss", "final_val_loss") if result.get(k) is not None}
+            log_hparams(trainer, OmegaConf.to_container(cfg, resolve=True), metrics)
             (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             log.info("result: %s", json.dumps(result))
+            samples = cfg.callbacks.samples
+            print(format_report(result, out, describe_trackers(trainer), command_line(),
+                                instruct_prompt=samples.prompt if samples.get("instruct") else None), flush=True)
+            finish_trackers(trainer)
     return result
 
 
@@ -193,34 +199,22 @@ def _result(cfg: DictConfig, trainer: L.Trainer, module: GPTLitModule, seconds: 
     best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/loss"), None)
     best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
     final = trainer.callback_metrics.get("val/loss")
+    final = float(final) if final is not None else None
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
+    session = record.current if record is not None else {}
     return {
         "overrides": overrides,
         "params": module.model.num_params(),
         "best_val_loss": best_loss,
         "best_val_perplexity": perplexity(best_loss) if best_loss is not None else None,
-        "final_val_loss": float(final) if final is not None else None,
+        "final_val_loss": final,
+        "final_val_perplexity": perplexity(final) if final is not None else None,
         "best_checkpoint": best.best_model_path if best is not None else None,
         "tokens_seen": module.tokens_seen,
         "global_step": trainer.global_step,
         "time_s": round(seconds, 1),
+        "tokens_this_run": session.get("tokens"),  # this session: a resumed run counts from its checkpoint
+        "train_time_s": session.get("train_time_s"),  # fit loop only, without setup and export
+        "tokens_per_s": session.get("tokens_per_s"),
     }
-
-
-def _log_hparams(trainer: L.Trainer, cfg: DictConfig, result: dict) -> None:
-    """Hyperparameters with the run's final numbers, for TensorBoard's HParams tab."""
-    flat = {}
-
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif key != "_target_":
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(OmegaConf.to_container(cfg, resolve=True))
-    metrics = {f"hp/{k}": result[k] for k in ("best_val_loss", "final_val_loss") if result.get(k) is not None}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and metrics:
-            logger.log_hyperparams(flat, metrics=metrics)
-            logger.finalize("success")
