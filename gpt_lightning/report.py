@@ -63,5 +63,5 @@ def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, 
         lines.append(f"  {generate}")
     resume = resume_command(command, run_dir)
     if resume:
-        lines.append(f"  {resume}   # resume (or continue with a larger trainer.max_epochs)")
+        lines.append(f"  {resume}   # resume if interrupted")
     return "\n".join(lines)
