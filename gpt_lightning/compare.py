@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import ConfigError, bad_value, main_guard
 from .sweep import HISTORY_FILE, PLOT_FILE, RESULT_FILE
-COLUMNS = ("run", "params", "best_val_loss", "best_val_perplexity", "final_val_loss", "tokens_seen",
+COLUMNS = ("run", "label", "params", "best_val_loss", "best_val_perplexity", "final_val_loss", "tokens_seen",
            "time_s", "tokens_per_s")
 
 
@@ -46,12 +46,16 @@ def load_run(run: Path) -> dict:
     row = json.loads((run / RESULT_FILE).read_text())
     history = run / HISTORY_FILE
     row["val_curve"] = [(t, v) for t, v, *_ in json.loads(history.read_text())["val"]] if history.is_file() else []
-    row["run"] = _label(run)
+    row["run"] = run.name
     return row
 
 
-def _label(run: Path) -> str:
-    return run.name
+def label_runs(rows: list[dict]) -> None:
+    """``row["label"]``: the overrides in which a run differs from the others (else its folder name)."""
+    common = set.intersection(*(set(row.get("overrides") or []) for row in rows)) if len(rows) > 1 else set()
+    for row in rows:
+        differs = [o for o in row.get("overrides") or [] if o not in common]
+        row["label"] = " ".join(differs) if differs and len(rows) > 1 else row["run"]
 
 
 DIGITS = {"best_val_loss": 4, "final_val_loss": 4, "best_val_perplexity": 2, "time_s": 1, "tokens_per_s": 0}
@@ -81,7 +85,7 @@ def plot(rows: list[dict], path: Path, title: str | None = None) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4))
     for row in rows:
         if row["val_curve"]:
-            ax.plot([t for t, _ in row["val_curve"]], [v for _, v in row["val_curve"]], "o-", label=row["run"],
+            ax.plot([t for t, _ in row["val_curve"]], [v for _, v in row["val_curve"]], "o-", label=row["label"],
                     markersize=3)
     ax.set_xlabel("tokens seen")
     ax.set_ylabel("validation loss")
@@ -100,6 +104,7 @@ def compare(paths: list[Path], out: Path | None = None) -> tuple[str, Path | Non
     """(markdown table, plot path or None when no run has a validation curve)."""
     runs = find_runs([Path(p) for p in paths])
     rows = [load_run(run) for run in runs]
+    label_runs(rows)
     if out is None:
         single_sweep = len(paths) == 1 and not (Path(paths[0]) / RESULT_FILE).is_file()
         out = Path(paths[0]) / PLOT_FILE if single_sweep else Path(PLOT_FILE)

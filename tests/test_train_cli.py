@@ -56,7 +56,10 @@ def test_multirun_two_by_two(tmp_path, capsys):
     rows = [row for row in capsys.readouterr().out.splitlines() if row.startswith("| ")][1:]
     by_job = {row.split(" | ")[0].lstrip("| "): row for row in rows}
     for job in sweep.glob("*/result.json"):
-        assert f"{json.loads(job.read_text())['best_val_loss']:.4f}" in by_job[job.parent.name]
+        result = json.loads(job.read_text())
+        label = " ".join(o for o in result["overrides"] if o.startswith("model."))  # what differs between jobs
+        assert by_job[job.parent.name].split(" | ")[1] == label
+        assert f"{result['best_val_loss']:.4f}" in by_job[job.parent.name]
 
 
 def test_multirun_with_ddp_runs_each_job_once_with_two_ranks(tmp_path):
