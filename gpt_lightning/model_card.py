@@ -281,7 +281,7 @@ def _recipe_section(facts: Mapping) -> list[str]:
             ("schedule", f"linear warmup ({o.get('warmup')}), cosine decay to {o.get('min_lr') or 'lr / 10'}"),
             ("batch", f"{batch} per device x {devices} device(s) x {accumulate} accumulation"
                       + (f" = {tokens_per_step:,} tokens per step" if tokens_per_step else "")),
-            ("steps, epochs", f"{facts['results'].get('global_step')}, {facts['results'].get('epoch')}"),
+            ("steps, epochs completed", f"{facts['results'].get('global_step')}, {facts['results'].get('epoch')}"),
             ("gradient clipping", t.get("gradient_clip_val")), ("precision", last.get("precision")),
             ("devices", f"{devices} x {last.get('accelerator')} ({last.get('strategy')})" if last else None),
             ("seed", config.get("seed"))]
