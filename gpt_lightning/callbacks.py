@@ -10,6 +10,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from .preemption import PREEMPTION
+from .loggers import log_image, log_rows, log_text
+from .sweep import HISTORY_FILE
 
 
 def _tensorboard(trainer: L.Trainer):
@@ -22,11 +24,12 @@ def _tensorboard(trainer: L.Trainer):
 class SampleText(L.Callback):
     """After each validation, continue a fixed prompt and log the text.
 
-    Written to TensorBoard (TEXT tab, tag ``samples``), appended to ``samples.txt`` in the
-    run folder and printed, so a user sees the samples turn from noise into words. With
-    ``instruct`` the prompt is wrapped in the data module's template (``data.template.*``),
-    the one the model is trained on. Every rank generates (a sharded model's forward needs
-    them all, see :meth:`GPTLitModule.on_every_rank`); rank 0 alone prints and writes.
+    Written to the trackers (TensorBoard's TEXT tab, a W&B table, MLflow text files; tag
+    ``samples``), appended to ``samples.txt`` in the run folder and printed, so a user sees
+    the samples turn from noise into words. With ``instruct`` the prompt is wrapped in the
+    data module's template (``data.template.*``), the one the model is trained on. Every rank
+    generates (a sharded model's forward needs them all, see :meth:`GPTLitModule.on_every_rank`);
+    rank 0 alone prints and writes.
     """
 
     def __init__(self, prompt: str = "Every effort moves you", max_new_tokens: int = 40,
@@ -46,9 +49,7 @@ class SampleText(L.Callback):
         step = trainer.global_step
         line = f"[step {step}, {pl_module.tokens_seen:,} tokens] {self.prompt}{text}".replace("\n", " ")
         print("\n" + line, flush=True)
-        tb = _tensorboard(trainer)
-        if tb is not None:
-            tb.add_text("samples", f"**{self.prompt}**{text}", step)
+        log_text(trainer, "samples", self.prompt, text, step)  # TensorBoard, W&B, MLflow
         if self.out_dir is not None:
             with open(self.out_dir / "samples.txt", "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
@@ -80,11 +81,12 @@ class LossHistory(L.Callback):
     """Train and validation loss against tokens seen (and epochs), for plots.
 
     Logs ``loss_vs_tokens/train`` and ``loss_vs_tokens/val`` to TensorBoard with tokens
-    seen as the x-axis, and at the end of fit draws ``loss.png`` in the run folder (loss
-    against tokens seen, epochs on the top axis). Its history is saved in checkpoints so a
-    resumed run draws the whole curve. A train point is one optimizer step: its
-    token-weighted loss over every micro-batch and rank (``GPTLitModule.step_loss``); a
-    validation point is read when validation ends, after the module has computed it.
+    seen as the x-axis, and at the end of fit writes ``history.json`` and draws ``loss.png`` in
+    the run folder (loss against tokens seen, epochs on the top axis; also sent to the
+    trackers). Its history is saved in checkpoints so a resumed run draws the whole curve. A
+    train point is one optimizer step: its token-weighted loss over every micro-batch and rank
+    (``GPTLitModule.step_loss``); a validation point is read when validation ends, after the
+    module has computed it.
     """
 
     def __init__(self, out_dir: str | None = None) -> None:
@@ -135,7 +137,9 @@ class LossHistory(L.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self._flush()
         if self.out_dir is not None and self.train:
-            plot_losses(self.train, self.val, self.out_dir / "loss.png")
+            write_history(self.train, self.val, self.out_dir / HISTORY_FILE)
+            plot = plot_losses(self.train, self.val, self.out_dir / "loss.png")
+            log_image(trainer, "loss", plot, trainer.global_step)  # TensorBoard, W&B, MLflow
 
     def state_dict(self) -> dict:
         self._flush()
@@ -143,6 +147,16 @@ class LossHistory(L.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.train, self.val = list(state["train"]), list(state["val"])
+
+
+def write_history(train, val, path: Path) -> Path:
+    """``history.json``: {"train": [[tokens, loss, epoch], ...], "val": [...]} (read by compare)."""
+    import json
+
+    from .atomic import atomic_write
+
+    text = json.dumps({"train": [list(p) for p in train], "val": [list(p) for p in val]}) + "\n"
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def plot_losses(train, val, path: Path) -> Path:
@@ -207,17 +221,11 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 def log_text_table(trainer: L.Trainer, tag: str, jsonl: Path, limit: int = 10) -> None:
-    """The first ``limit`` rows of a JSON Lines file as a markdown table in TensorBoard's TEXT tab."""
+    """The first ``limit`` rows of a JSON Lines file as a table in the trackers (TensorBoard's
+    TEXT tab as markdown, a W&B table, an MLflow JSON artifact)."""
     import json
 
-    tb = _tensorboard(trainer)
-    if tb is None or not jsonl.is_file():
+    if not jsonl.is_file():
         return
     rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()[:limit]]
-    if not rows:
-        return
-    keys = list(rows[0])
-    cell = lambda v: str(v).replace("|", "\\|").replace("\n", "<br>")  # noqa: E731
-    table = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    table += ["| " + " | ".join(cell(r.get(k, "")) for k in keys) + " |" for r in rows]
-    tb.add_text(tag, "\n".join(table), trainer.global_step)
+    log_rows(trainer, tag, rows, trainer.global_step)

@@ -138,7 +138,7 @@ def parse(target: Any, values: Mapping, prefix: str) -> Any:
     values = {k: v for k, v in dict(values).items() if k != TARGET}
     hints = _hints(target)
     dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
-    unknown = sorted(set(values) - set(hints))
+    unknown = [] if _takes_any_keyword(target) else sorted(set(values) - set(hints))
     if unknown:
         key = unknown[0]
         where = f"a {prefix} key" if prefix else "a key of this command"
@@ -150,7 +150,28 @@ def parse(target: Any, values: Mapping, prefix: str) -> Any:
                 raise bad_value(dotted(name), None, f"required ({describe(hint)})")
             continue
         kwargs[name] = check_value(dotted(name), values[name], hint)
-    return target(**kwargs) if dataclasses.is_dataclass(target) else kwargs
+    if dataclasses.is_dataclass(target):
+        return target(**kwargs)
+    return {**{k: v for k, v in values.items() if k not in hints}, **kwargs}  # **kwargs pass as given
+
+
+def _takes_any_keyword(target: Any) -> bool:
+    if dataclasses.is_dataclass(target):
+        return False
+    func = target.__init__ if inspect.isclass(target) else target
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
+
+
+def check_keys(node: Mapping, key: str) -> None:
+    """The keys of ``node`` exist in the signature of its ``_target_`` (types are not checked:
+    for classes of other libraries whose annotations this parser does not model)."""
+    target = locate(node[TARGET], key)
+    if _takes_any_keyword(target):
+        return
+    known = set(_hints(target))
+    unknown = sorted(set(node) - known - {TARGET})
+    if unknown:
+        raise bad_value(f"{key}.{unknown[0]}", node[unknown[0]], f"not a {key} key; known keys: {', '.join(sorted(known))}")
 
 
 def locate(path: str, key: str) -> Any:
@@ -498,7 +519,15 @@ def split_known(values: Mapping, known: Sequence[str], where: str) -> dict:
 # ---- a whole run --------------------------------------------------------------------------
 STRATEGIES = {"auto": StrategyConfig, "single": StrategyConfig, "ddp": DDPConfig, "fsdp": FSDPConfig}
 TRAIN_KEYS = ("model", "init", "data", "optim", "trainer", "strategy", "logger", "callbacks", "perf",
-              "seed", "ckpt_path", "export", "finetune")
+              "seed", "ckpt_path", "export", "card", "finetune")
+
+
+@dataclass
+class CardConfig:
+    """``card``: the model card of the export (export/README.md)."""
+
+    license: str = "mit"  # the license on the Hugging Face hub
+    tags: list[str] = field(default_factory=list)  # extra hub tags
 
 
 @dataclass
@@ -515,11 +544,12 @@ class TrainSpec:
     optim: OptimConfig
     trainer: TrainerConfig
     strategy: StrategyConfig | DDPConfig | FSDPConfig
-    logger: dict | None  # the logger node (``_target_`` + arguments), None for no logger
+    logger: dict | None  # {name: {_target_: ..., ...}} of each tracker (loggers.py), None for no logger
     callbacks: CallbacksConfig
     perf: PerfConfig
     run: RunConfig
     finetune: FinetuneConfig | None = None  # only for fine-tuning runs
+    card: CardConfig = field(default_factory=CardConfig)
 
     @property
     def seed(self) -> int:
@@ -536,6 +566,20 @@ def _group(values: Mapping, key: str, default: type) -> Any:
     if target is not default and not (isinstance(target, type) and issubclass(target, default)):
         raise bad_value(f"{key}._target_", node[TARGET], f"{default.__module__}.{default.__name__}")
     return parse(target, node, key)
+
+
+def _loggers(node: Any) -> dict | None:
+    """The ``logger`` node: ``{name: {_target_: ..., ...}}`` per tracker (``logger=[tensorboard,csv]``)."""
+    if not node:
+        return None
+    if not isinstance(node, Mapping) or TARGET in node or not all(isinstance(v, Mapping) for v in node.values()):
+        raise bad_value("logger", node, "entries of the form {name: {_target_: ..., ...}}; pick options with "
+                        "logger=tensorboard, logger=[tensorboard,csv], ...")
+    for name, entry in node.items():
+        if TARGET not in entry:
+            raise bad_value(f"logger.{name}", dict(entry), "a tracker config with _target_")
+        check_keys(entry, f"logger.{name}")
+    return {name: dict(entry) for name, entry in node.items()}
 
 
 def train_spec(values: Mapping) -> TrainSpec:
@@ -558,12 +602,11 @@ def train_spec(values: Mapping) -> TrainSpec:
         raise bad_value("strategy", "single", f"trainer.devices={trainer.devices} needs strategy=ddp or strategy=fsdp")
     if strategy.name == "fsdp" and not torch.cuda.is_available():
         raise bad_value("strategy", "fsdp", "needs GPUs (trainer.accelerator=gpu); on CPUs use strategy=ddp")
-    logger = values.get("logger")
-    logger = dict(logger) if isinstance(logger, Mapping) and logger.get(TARGET) else None
+    logger = _loggers(values.get("logger"))
     spec = TrainSpec(
         model=model, init=init, data=None, optim=_group(values, "optim", OptimConfig), trainer=trainer,
         strategy=strategy, logger=logger, callbacks=_group(values, "callbacks", CallbacksConfig),
-        perf=_group(values, "perf", PerfConfig), run=run,
+        perf=_group(values, "perf", PerfConfig), run=run, card=_group(values, "card", CardConfig),
         finetune=_group(values, "finetune", FinetuneConfig) if values.get("finetune") is not None else None)
     if not isinstance(values.get("data"), Mapping):
         raise bad_value("data", values.get("data"), "a data config such as data=verdict")

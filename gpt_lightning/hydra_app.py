@@ -89,7 +89,17 @@ def context():
     out = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
     task = overrides()
     return RunContext(out_dir=out, overrides=task, explicit_model_keys=explicit_model_keys(task),
-                      relaunch=job_command if HydraConfig.initialized() else None)
+                      relaunch=job_command if HydraConfig.initialized() else None, command=command_line())
+
+
+def command_line() -> str | None:
+    """The command that started this job (one job of a sweep: its own overrides), for reports and cards."""
+    import shlex
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
 
 
 def job_command(local_rank: int) -> tuple[list[str], str]:

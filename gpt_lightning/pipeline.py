@@ -6,8 +6,9 @@ logger, strategy -> Trainer.fit -> artifacts in the run folder:
     config.yaml          the resolved config
     tb/                  TensorBoard events (logger=tensorboard)
     checkpoints/         best-*.ckpt (lowest val/loss) and last.ckpt
-    export/              config.json + model.safetensors (GPT-2 layout, final weights)
-    loss.png, samples.txt, result.json (+ responses.jsonl when fine-tuning)
+    export/              Hugging Face folder of the final weights (export.py): weights, tokenizer,
+                         generation config, model card
+    loss.png, history.json, samples.txt, result.json (+ responses.jsonl when fine-tuning)
 
 Plain Python: everything Hydra knows (run folder, overrides, how to re-launch a rank)
 comes in through :class:`RunContext`, so a run can be started from a script too.
@@ -25,21 +26,24 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from . import resume, run_folder
 from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
-from .config import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig, build
+from .config import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from .distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from .errors import bad_value
-from .hf_io import save_pretrained
+from .export import export_model
 from .init import build_model
 from .lit_module import GPTLitModule, perplexity
-from .lora import apply_lora, merge_lora_state
+from .loggers import TrackerRuns, build_logger as build_trackers, describe as describe_trackers
+from .loggers import finish as finish_trackers, log_hparams
+from .lora import apply_lora
 from .model import GPT
+from .model_card import RunRecord
+from .report import format_report
 from .responses import WriteResponses
 from .sweep import RESULT_FILE
 from .tokenizer import EOT_ID
@@ -56,7 +60,8 @@ class RunContext:
     overrides: list[str] = field(default_factory=list)  # command-line overrides, for result.json
     explicit_model_keys: set[str] = field(default_factory=set)  # model keys the user set himself
     relaunch: Relaunch | None = None  # how extra DDP ranks re-run this job (None: Lightning's way)
-    config: dict | None = None  # the composed config, for config.yaml and TensorBoard's HParams
+    config: dict | None = None  # the composed config, for config.yaml, the trackers' hparams, the card
+    command: str | None = None  # the command line that started this job, for the report and the card
 
 
 def train(spec: TrainSpec, ctx: RunContext) -> dict:
@@ -86,7 +91,10 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     fit_lengths(spec.data, model)
     L.seed_everything(spec.seed, workers=True, verbose=False)
     module = GPTLitModule(model, spec.optim, seed=spec.seed, perf=spec.perf)
-    trainer = build_trainer(spec, out, ctx.relaunch)
+    trainer = build_trainer(spec, out, ctx.relaunch, extra_callbacks=[
+        TrackerRuns(),  # W&B / MLflow run ids in checkpoints: a resume continues those runs
+        RunRecord(_config_dict(spec, ctx), ctx.command),  # for the model card
+    ])
     start = time.time()
     with job_scope(trainer.strategy):
         ckpt_path = resume.resolve(spec.run.ckpt_path, out, module, spec.data, trainer.world_size)
@@ -94,16 +102,23 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
             (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
         trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
         result = _result(trainer, module, time.time() - start, ctx.overrides)
+        extra = {}
         for callback in trainer.callbacks:
-            result.update(getattr(callback, "summary", None) or {})
+            extra.update(getattr(callback, "summary", None) or {})
+        result.update(extra)
         if spec.run.export:
-            folder = export_model(trainer, module, out / "export")
+            folder = export_model(trainer, module, out / "export", extra_results=extra)
             if folder:
                 result["export"] = str(folder)
         if trainer.is_global_zero:
-            _log_hparams(trainer, _config_dict(spec, ctx), result)
+            metrics = {f"hp/{k}": result[k] for k in ("best_val_loss", "final_val_loss") if result.get(k) is not None}
+            log_hparams(trainer, _config_dict(spec, ctx), metrics)
             (out / RESULT_FILE).write_text(json.dumps(result, indent=2) + "\n")
             log.info("result: %s", json.dumps(result))
+            samples = spec.callbacks.samples
+            print(format_report(result, out, describe_trackers(trainer), ctx.command,
+                                instruct_prompt=samples.prompt if samples.instruct else None), flush=True)
+            finish_trackers(trainer)
     return result
 
 
@@ -178,32 +193,21 @@ class CheckAgainstData(L.Callback):
 
 
 def build_logger(spec: TrainSpec, out: Path):
-    return build(spec.logger, "logger", save_dir=str(out)) if spec.logger else False
+    return build_trackers(spec.logger, out, ckpt_path=spec.run.ckpt_path)
 
 
-def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None) -> L.Trainer:
+def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,
+                  extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
     t: TrainerConfig = spec.trainer
     return L.Trainer(
         **t.kwargs(),
         strategy=build_strategy(spec, relaunch),
-        callbacks=build_callbacks(spec.callbacks, out, spec),
+        callbacks=build_callbacks(spec.callbacks, out, spec) + list(extra_callbacks),
         logger=build_logger(spec, out),
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out),
         use_distributed_sampler=False,  # our samplers shard across ranks and resume mid-epoch
     )
-
-
-def export_model(trainer: L.Trainer, module: GPTLitModule, folder: Path) -> Path | None:
-    """Gather the full weights (works under DDP and FSDP) and write them in GPT-2 layout."""
-    state = trainer.strategy.lightning_module_state_dict()  # collective under FSDP: every rank calls it
-    if not trainer.is_global_zero:
-        return None
-    weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
-    weights = merge_lora_state(weights)  # LoRA updates folded into plain weights
-    model = GPT(module.model.config)
-    model.load_state_dict(weights)
-    return save_pretrained(model, folder)
 
 
 # Our samplers do resume mid-epoch (data/sampler.py); Lightning cannot see that and warns.
@@ -222,36 +226,21 @@ def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides:
     best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/loss"), None)
     best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
     final = trainer.callback_metrics.get("val/loss")
+    final = float(final) if final is not None else None
+    record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
+    session = record.current if record is not None else {}
     return {
         "overrides": list(overrides),
         "params": module.model.num_params(),
         "best_val_loss": best_loss,
         "best_val_perplexity": perplexity(best_loss) if best_loss is not None else None,
-        "final_val_loss": float(final) if final is not None else None,
+        "final_val_loss": final,
+        "final_val_perplexity": perplexity(final) if final is not None else None,
         "best_checkpoint": best.best_model_path if best is not None else None,
         "tokens_seen": module.tokens_seen,
         "global_step": trainer.global_step,
         "time_s": round(seconds, 1),
+        "tokens_this_run": session.get("tokens"),  # this session: a resumed run counts from its checkpoint
+        "train_time_s": session.get("train_time_s"),  # fit loop only, without setup and export
+        "tokens_per_s": session.get("tokens_per_s"),
     }
-
-
-def _log_hparams(trainer: L.Trainer, config: dict, result: dict) -> None:
-    """Hyperparameters with the run's final numbers, for TensorBoard's HParams tab."""
-    flat = {}
-
-    def walk(node, prefix=""):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}.")
-            elif key != "_target_":
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(config)
-    metrics = {f"hp/{k}": result[k] for k in ("best_val_loss", "final_val_loss") if result.get(k) is not None}
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger) and metrics:
-            logger.log_hyperparams(flat, metrics=metrics)
-            logger.finalize("success")
-
-
-

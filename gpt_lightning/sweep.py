@@ -1,4 +1,5 @@
-"""Hydra callback: after a multirun, one table of every job's result in the sweep folder."""
+"""Hydra callback: after a multirun, one table of every job's result in the sweep folder, and the
+plot of their validation losses against tokens (``compare.png``, see compare.py) linked from it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 RESULT_FILE = "result.json"
+HISTORY_FILE = "history.json"  # each run's train/validation loss against tokens (callbacks.LossHistory)
+PLOT_FILE = "compare.png"  # validation loss against tokens of every job (compare.py)
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
 
@@ -50,8 +53,23 @@ def write_summary(sweep_dir: Path) -> str:
         cells = [" ".join(row[k]) if isinstance(row[k], list) else _fmt(row[k]) for k in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
+    plot = _plot(sweep_dir)
+    if plot is not None:
+        table += (f"\n![validation loss against tokens seen]({plot.name})\n\n"
+                  f"Redraw or compare with other runs: `python -m gpt_lightning.compare {sweep_dir}`\n")
     (sweep_dir / "summary.md").write_text(table)
     return table
+
+
+def _plot(sweep_dir: Path) -> Path | None:
+    """``compare.png`` of the jobs that finished, or None when none has a validation curve."""
+    from .compare import compare
+    from .errors import ConfigError
+
+    try:
+        return compare([sweep_dir])[1]
+    except ConfigError:  # no job finished
+        return None
 
 
 class SweepSummary(Callback):

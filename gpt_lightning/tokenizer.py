@@ -14,6 +14,11 @@ BPE_FILES = (
     "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
 )
+# sha256 of each file, as tiktoken pins them (tiktoken_ext/openai_public.py)
+BPE_SHA256 = {
+    "vocab.bpe": "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "encoder.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
 
 
 class Tokenizer:
@@ -57,3 +62,26 @@ def _load_gpt2_encoding():
             "put them in a folder under tiktoken's cache names (the sha1 of each URL) and set "
             f"TIKTOKEN_CACHE_DIR to it (now: {cache})"
         ) from None
+
+
+def bpe_file(name: str):
+    """GPT-2's ``vocab.bpe`` or ``encoder.json`` where tiktoken caches it (``TIKTOKEN_CACHE_DIR``,
+    else ``DATA_GYM_CACHE_DIR``, else <tmp>/data-gym-cache; file named by the sha1 of its URL),
+    downloaded there, verified, if it is missing. These are the files the tokenizer reads."""
+    import hashlib
+    import tempfile
+    from pathlib import Path
+
+    from .download import Source, cache_dir, download
+
+    url = next(u for u in BPE_FILES if u.endswith("/" + name))
+    folder = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
+    if folder is None:
+        folder = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    elif folder == "":  # tiktoken's caching is off: keep our own copy
+        folder = str(cache_dir() / "tiktoken")
+    path = Path(folder) / hashlib.sha1(url.encode()).hexdigest()
+    try:
+        return download(Source(url, BPE_SHA256[name]), path, progress=False)
+    except ConfigError as err:
+        raise ConfigError(f"cannot get the GPT-2 tokenizer file {name}: {err}") from None

@@ -7,6 +7,7 @@ fixtures live in conftest.py.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ def run_job(config_name: str, out_dir: Path, overrides: list[str]) -> dict:
     from gpt_lightning.pipeline import RunContext
 
     values = plain(compose_config(config_name, overrides))
-    ctx = RunContext(out_dir=Path(out_dir), overrides=list(overrides), explicit_model_keys=explicit_model_keys(overrides))
+    ctx = RunContext(out_dir=Path(out_dir), overrides=list(overrides), explicit_model_keys=explicit_model_keys(overrides),
+                     command=shlex.join(["python", f"{config_name}.py", *overrides]))
     return train_job(values, ctx)
 
 

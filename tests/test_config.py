@@ -44,8 +44,10 @@ def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path
         return
     spec = train_spec(values)
     assert spec.data is not None and isinstance(spec.trainer, TrainerConfig)
-    if spec.logger:
-        assert build(spec.logger, "logger", save_dir=str(tmp_path)) is not None
+    if spec.logger and not {"wandb", "mlflow"} & set(spec.logger):  # the trackers have their own tests
+        from gpt_lightning.loggers import build_logger
+
+        assert build_logger(spec.logger, tmp_path)
 
 
 @pytest.mark.parametrize("config", ["train", "finetune"])

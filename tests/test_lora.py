@@ -55,3 +55,21 @@ def test_finetune_with_lora_exports_merged_weights(tmp_path):
     initial = build_model({"name": "scratch", "path": None}, GPTConfig.from_name("gpt2_tiny"), seed=123)
     assert torch.equal(exported.wte.weight, initial.wte.weight)  # frozen
     assert not torch.equal(exported.blocks[0].attn.qkv.weight, initial.blocks[0].attn.qkv.weight)  # merged update
+
+    # the same complete Hugging Face folder as train.py's, its card stating the recipe and the data
+    import hashlib
+
+    from helpers import data_dir
+    from gpt_lightning.export import main as export_cli
+
+    folder = out / "export"
+    for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json"):
+        assert (folder / name).is_file(), name
+    card = (folder / "README.md").read_text()
+    assert "rank 4, alpha 16" in card and "merged into these weights" in card and "instruction-tuned" in card
+    records = (data_dir() / "instruction-data.json").read_bytes()
+    assert hashlib.sha256(b"tiktoken-gpt2" + records + b"\0file\0").hexdigest()[:24] in card
+    assert "935 / 110 / 55" in card  # the records of each split
+    again = export_cli([str(out / "checkpoints" / "last.ckpt"), str(tmp_path / "again")])  # merges too
+    assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
+                                                  GPT.from_pretrained(again).state_dict().values()))

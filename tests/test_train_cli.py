@@ -33,7 +33,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr  # rank 1 joined the process group
 
 
-def test_multirun_two_by_two(tmp_path):
+def test_multirun_two_by_two(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     proc = run_script("train.py", ["-m", *SMOKE, "model.n_layers=1,2", "model.n_heads=2,4", f"hydra.sweep.dir={sweep}"],
                       cwd=tmp_path)
@@ -43,8 +43,23 @@ def test_multirun_two_by_two(tmp_path):
         (f"model.n_layers={layers}", f"model.n_heads={heads}") for layers in (1, 2) for heads in (2, 4))
     assert len({r["params"] for r in results}) == 2  # heads do not change the count, layers do
     summary = (sweep / "summary.md").read_text().splitlines()
-    assert len(summary) == 2 + 4 and all("ok" in row for row in summary[2:])
+    table = [row for row in summary if row.startswith("|")]
+    assert len(table) == 2 + 4 and all("ok" in row for row in table[2:])
     assert (sweep / "summary.csv").is_file()
+    # the comparison plot, linked from the summary, and `python -m gpt_lightning.compare` on the sweep
+    assert "![validation loss against tokens seen](compare.png)" in summary
+    assert (sweep / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from gpt_lightning.compare import main as compare
+
+    (sweep / "compare.png").unlink()
+    assert compare([str(sweep)]) == sweep / "compare.png" and (sweep / "compare.png").is_file()
+    rows = [row for row in capsys.readouterr().out.splitlines() if row.startswith("| ")][1:]
+    by_job = {row.split(" | ")[0].lstrip("| "): row for row in rows}
+    for job in sweep.glob("*/result.json"):
+        result = json.loads(job.read_text())
+        label = " ".join(o for o in result["overrides"] if o.startswith("model."))  # what differs between jobs
+        assert by_job[job.parent.name].split(" | ")[1] == label
+        assert f"{result['best_val_loss']:.4f}" in by_job[job.parent.name]
 
 
 def test_multirun_with_ddp_runs_each_job_once_with_two_ranks(tmp_path):
