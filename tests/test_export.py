@@ -134,5 +134,7 @@ def test_export_cli_bad_source_is_one_line(tmp_path, capsys):
 def test_license_default_is_the_yaml_default():
     from helpers import ROOT
 
-    for name in ("train", "finetune"):
-        assert yaml.safe_load((ROOT / "conf" / f"{name}.yaml").read_text())["card"]["license"] == DEFAULT_LICENSE
+    from gpt_lightning.config import CardConfig
+
+    assert yaml.safe_load((ROOT / "conf" / "base.yaml").read_text())["card"]["license"] == DEFAULT_LICENSE
+    assert CardConfig().license == DEFAULT_LICENSE

@@ -72,4 +72,4 @@ def test_finetune_with_lora_exports_merged_weights(tmp_path):
     assert "935 / 110 / 55" in card  # the records of each split
     again = export_cli([str(out / "checkpoints" / "last.ckpt"), str(tmp_path / "again")])  # merges too
     assert all(torch.equal(a, b) for a, b in zip(exported.state_dict().values(),
-                                                  GPT.from_pretrained(again).state_dict().values()))
+                                                  load_pretrained(again).state_dict().values()))
