@@ -5,6 +5,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from gpt_lightning.callbacks import log_text_table
+from gpt_lightning.evaluation.judge import judge_after_fit, judge_settings
 from gpt_lightning.lora import apply_lora
 from gpt_lightning.errors import main_guard
 from gpt_lightning.pipeline import build_model, check_lengths, fit
@@ -12,6 +13,7 @@ from gpt_lightning.responses import write_responses
 
 
 def run(cfg: DictConfig) -> dict:
+    judge = judge_settings(cfg)  # judge.enabled=true: checked before any weights are loaded
     model = build_model(cfg)
     lora = cfg.finetune.lora
     if lora.rank:
@@ -28,6 +30,8 @@ def run(cfg: DictConfig) -> dict:
                                   out / cfg.responses.file, max_new_tokens=cfg.responses.max_new_tokens,
                                   batch_size=cfg.responses.batch_size, device=trainer.strategy.root_device)
         log_text_table(trainer, "responses", out / cfg.responses.file, limit=10)
+        if judge is not None:
+            summary.update(judge_after_fit(trainer, out / cfg.responses.file, judge, out / "judge.jsonl"))
         return summary
 
     return fit(cfg, datamodule, model, after_fit=after_fit)

@@ -31,6 +31,7 @@ from .callbacks import LastCheckpoint, LossHistory, SampleText
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
 from .errors import bad_value
+from .evaluation.callback import eval_callbacks, eval_results
 from .init import build_model as init_model
 from .init import explicit_model_keys
 from .lit_module import GPTLitModule, perplexity
@@ -115,7 +116,7 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
                                     instruct=c.samples.get("instruct", False)))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))
-    return callbacks
+    return callbacks + eval_callbacks(cfg)  # callbacks.eval: benchmark scores during training
 
 
 def build_logger(cfg: DictConfig, out: Path):
@@ -176,6 +177,7 @@ def fit(cfg: DictConfig, datamodule: L.LightningDataModule, model: GPT,
         scope.append(trainer.strategy)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         result = _result(cfg, trainer, module, time.time() - start)
+        result.update(eval_results(trainer))  # eval/<task>/<metric>, best_eval/<task>/<metric>
         extra = after_fit(trainer, module, out) if after_fit else {}
         if cfg.export:
             folder = export_model(trainer, module, out / "export")

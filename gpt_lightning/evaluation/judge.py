@@ -200,8 +200,10 @@ class Judge(Task):
 
 
 def judge_responses(path: Path, settings: JudgeSettings, out_file: Path | None = None) -> dict:
-    """Score a responses.jsonl (finetune.py's end of run): summary with score, counts, distribution.
+    """Score a responses.jsonl at the end of finetune.py; the result.json entries.
 
+    ``eval/judge/score`` (mean over parsed replies), ``eval/judge/unparseable`` (a count) and
+    ``judge_distribution`` (scores per bucket of 10); ``out_file`` gets one row per response.
     Raises JudgeUnreachable when nothing answers at the endpoint.
     """
     from .tasks import write_jsonl
@@ -212,7 +214,33 @@ def judge_responses(path: Path, settings: JudgeSettings, out_file: Path | None =
     totals = task.totals(rows)
     if out_file is not None:
         write_jsonl(out_file, rows)
-    (_, score, n), (_, unparseable, total) = task.metrics(totals)
-    return {"judge_score": score, "judge_scored": n, "judge_unparseable": unparseable, "judge_responses": total,
-            "judge_distribution": Judge.distribution(totals), "judge_model": settings.model}
+    result = {f"eval/judge/{metric}": value for metric, value, _ in task.metrics(totals)}
+    return {**result, "judge_distribution": Judge.distribution(totals), "judge_model": settings.model,
+            "judge_file": str(out_file) if out_file is not None else None}
 
+
+def judge_settings(cfg) -> JudgeSettings | None:
+    """finetune.py: the judge's settings when ``judge.enabled``, validated; else None."""
+    judge = cfg.get("judge")
+    if judge is None or judge.enabled is False:
+        return None
+    if judge.enabled is not True:
+        raise bad_value("judge.enabled", judge.enabled, "true or false")
+    if not cfg.responses.enabled:
+        raise bad_value("judge.enabled", True, "needs responses.enabled=true (the judge scores those responses)")
+    return JudgeSettings.from_config(judge)
+
+
+def judge_after_fit(trainer, responses: Path, settings: JudgeSettings, out_file: Path) -> dict:
+    """Judge finetune.py's responses; log ``eval/judge/*``. Unreachable: one line, run goes on."""
+    import logging
+
+    try:
+        result = judge_responses(responses, settings, out_file)
+    except JudgeUnreachable as err:
+        logging.getLogger("gpt_lightning").warning("judge skipped: %s", err)
+        return {"judge": f"skipped: {err}"}
+    metrics = {k: v for k, v in result.items() if k.startswith("eval/") and v is not None}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    return result

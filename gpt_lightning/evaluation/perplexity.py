@@ -1,10 +1,10 @@
 """Perplexity of text: loss, perplexity and bits per byte, every token scored once.
 
 Each file is tokenized whole and read as ``<|endoftext|>`` + its tokens, so its first token
-is predicted too. Windows hold at most ``context`` input tokens: the first scores tokens
-1..context, each next one scores the following ``stride`` tokens and keeps the
-``context - stride`` before them (plus one) as unscored history, as in the usual
-strided-perplexity recipe. ``stride = context`` gives non-overlapping windows.
+is predicted too. Window k reads the ``context`` ids from ``k * stride`` on (the usual
+strided-perplexity recipe): the first scores tokens 1..context, each next one the
+``stride`` tokens after those already scored, with the ``context - stride + 1`` before them
+as unscored history. ``stride = context`` gives non-overlapping windows.
 
     loss          = sum of -log p(token) / tokens            (nats per token)
     perplexity    = exp(loss)
@@ -47,10 +47,11 @@ def windows(n: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """
     if not 1 <= stride <= context:
         raise bad_value("text.stride", stride, f"between 1 and the model's context length ({context})")
-    spans, first, end = [], 1, min(context + 1, n)
-    while first < n:
-        spans.append((max(0, end - 1 - context), first, end))
-        first, end = end, min(end + stride, n)
+    spans, first, start = [], 1, 0
+    while first < n:  # window k reads ids[k * stride : k * stride + context]
+        end = min(start + context + 1, n)
+        spans.append((start, first, end))
+        first, start = end, start + stride
     return spans
 
 
