@@ -5,8 +5,8 @@ we add up ``log p(continuation token | everything before it)``. Pairs come in *g
 4 endings of a HellaSwag item, one LAMBADA passage, one perplexity window) so that progress
 and batches count whole items. Groups are sorted by length and packed into batches of at
 most ``batch_size`` sequences, right-padded (causal attention never lets a real position
-see the padding after it), and run with one forward per batch. Only the rows of the logits
-that predict a continuation token go through the log-softmax.
+see the padding after it), and run with one forward per batch. Only the positions that
+predict a continuation token go through the output layer and the log-softmax.
 """
 
 from __future__ import annotations
@@ -61,6 +61,20 @@ def _batches(lengths: list[int], sizes: list[int], batch_size: int) -> list[list
     return batches
 
 
+def _logits_at(model: GPT, inputs: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Logits (N, V) at positions (rows[i], cols[i]) of one forward over ``inputs`` (B, T).
+
+    A pre-hook on the output layer hands it only those positions' hidden states, so the
+    vocabulary projection (a large share of the work, and B x T x V floats) is spent only
+    where a continuation token is predicted.
+    """
+    handle = model.lm_head.register_forward_pre_hook(lambda _module, args: (args[0][rows, cols],))
+    try:
+        return model(inputs)
+    finally:
+        handle.remove()
+
+
 @torch.inference_mode()
 def score_groups(model: GPT, groups: Sequence[Sequence[Pair]], *, batch_size: int = 16,
                  progress: Callable[[int], None] | None = None) -> list[list[Scored]]:
@@ -93,8 +107,8 @@ def score_groups(model: GPT, groups: Sequence[Sequence[Pair]], *, batch_size: in
                 row_idx += [r] * n
                 col_idx += range(first, first + n)
                 targets += s[-n:]
-            logits = model(inputs.to(device))  # (B, T, V)
-            picked = logits[torch.tensor(row_idx, device=device), torch.tensor(col_idx, device=device)].float()
+            picked = _logits_at(model, inputs.to(device), torch.tensor(row_idx, device=device),
+                                torch.tensor(col_idx, device=device)).float()  # (N, V)
             target = torch.tensor(targets, device=device)
             token_lp = picked.log_softmax(-1).gather(1, target[:, None]).squeeze(1).double().cpu()  # (N,)
             hits = (picked.argmax(-1) == target).cpu()
