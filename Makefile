@@ -29,3 +29,4 @@ test: install
 bench: install
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_generate.py
+	$(PYTHON) benchmarks/bench_evaluate.py

@@ -64,3 +64,23 @@ def test_callback_config_is_checked(tmp_path):
     cfg = compose_config("train", tmp_path, ["callbacks.eval.tasks=[hellaswag]", "callbacks.eval.every_n_steps=0"])
     with pytest.raises(ConfigError, match=r"callbacks.eval.every_n_steps=0 is invalid"):
         eval_callbacks(cfg)
+
+
+def test_yaml_defaults_and_library_agree():
+    from dataclasses import fields
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from gpt_lightning.evaluation.judge import JudgeSettings
+    from gpt_lightning.evaluation.scoring import BATCH_SIZE
+
+    conf = ROOT / "conf"
+    assert OmegaConf.load(conf / "evaluate.yaml").batch_size == BATCH_SIZE
+    assert OmegaConf.load(conf / "callbacks" / "default.yaml").eval.batch_size == BATCH_SIZE
+    judge = OmegaConf.load(conf / "judge" / "default.yaml")
+    assert set(judge) == {f.name for f in fields(JudgeSettings)} | {"enabled", "responses"}
+    JudgeSettings.from_config({k: v for k, v in judge.items() if k not in ("enabled", "responses")})  # valid
+    evaluate_sections = OmegaConf.load(conf / "evaluate.yaml")
+    for section in ("text", "hellaswag", "lambada"):  # the same task settings in both places
+        assert set(OmegaConf.load(conf / "callbacks" / "default.yaml").eval[section]) == set(evaluate_sections[section])

@@ -11,7 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import compose_config
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose_config
 from eval_fixtures import write_responses
 from gpt_lightning import ConfigError
 from gpt_lightning.evaluation.judge import (Judge, JudgeClient, JudgeSettings, JudgeUnreachable, judge_after_fit,
@@ -82,8 +84,10 @@ def reply_by_output(prompt):
 
 
 def settings(url, **kw):
-    return JudgeSettings(**{"base_url": url, "model": "judge-model", "prompt": PROMPT, "timeout": 5.0,
-                            "retries": 3, "backoff": 0.5, **kw})
+    """The YAML defaults with a test prompt, model and endpoint."""
+    defaults = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "judge" / "default.yaml"))
+    values = {**defaults, "base_url": url, "model": "judge-model", "prompt": PROMPT, "timeout": 5.0, "backoff": 0.5, **kw}
+    return JudgeSettings.from_config({k: v for k, v in values.items() if k not in ("enabled", "responses")})
 
 
 def test_scores_mean_distribution_unparseable_and_retries(tmp_path, monkeypatch):

@@ -28,8 +28,8 @@ LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_byte")
 
 
 class EvalCallback(L.Callback):
-    def __init__(self, tasks: list[str], every_n_steps: int | None = None, limit: int | None = None,
-                 batch_size: int = 16, settings: Mapping | None = None) -> None:
+    def __init__(self, tasks: list[str], *, every_n_steps: int | None, limit: int | None, batch_size: int,
+                 settings: Mapping) -> None:
         self.names, self.every_n_steps, self.limit, self.batch_size = list(tasks), every_n_steps, limit, batch_size
         self.settings = dict(settings or {})
         self.tasks = None

@@ -35,15 +35,17 @@ class JudgeUnreachable(ConfigError):
 
 @dataclass(frozen=True)
 class JudgeSettings:
+    """The ``judge`` config group (conf/judge/default.yaml holds the defaults and their meaning)."""
+
     base_url: str
     model: str
     prompt: str
-    api_key_env: str | None = None
-    timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 1.0
-    max_tokens: int = 16
-    temperature: float = 0.0
+    api_key_env: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    max_tokens: int
+    temperature: float
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "JudgeSettings":

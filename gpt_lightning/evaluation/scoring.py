@@ -20,6 +20,7 @@ from ..errors import bad_value
 from ..model import GPT
 
 Pair = tuple[Sequence[int], Sequence[int]]
+BATCH_SIZE = 16  # sequences per forward by default (evaluate.yaml and callbacks.eval say the same; tested)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _logits_at(model: GPT, inputs: torch.Tensor, rows: torch.Tensor, cols: torch
 
 
 @torch.inference_mode()
-def score_groups(model: GPT, groups: Sequence[Sequence[Pair]], *, batch_size: int = 16,
+def score_groups(model: GPT, groups: Sequence[Sequence[Pair]], *, batch_size: int = BATCH_SIZE,
                  progress: Callable[[int], None] | None = None) -> list[list[Scored]]:
     """``Scored`` for every pair of every group, in the order given.
 
@@ -123,7 +124,7 @@ def score_groups(model: GPT, groups: Sequence[Sequence[Pair]], *, batch_size: in
     return results
 
 
-def score_pairs(model: GPT, pairs: Sequence[Pair], *, batch_size: int = 16,
+def score_pairs(model: GPT, pairs: Sequence[Pair], *, batch_size: int = BATCH_SIZE,
                 progress: Callable[[int], None] | None = None) -> list[Scored]:
     """``Scored`` for each pair (each pair its own group)."""
     return [group[0] for group in score_groups(model, [[p] for p in pairs], batch_size=batch_size,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..atomic import atomic_write
-from .scoring import Pair, Scored, score_groups
+from .scoring import BATCH_SIZE, Pair, Scored, score_groups
 
 Metric = tuple[str, float | None, int]  # (metric name, value, items it is over)
 SUMMARY_FILE = "summary.json"
@@ -70,7 +70,7 @@ def progress_bar(total: int, desc: str, enabled: bool):
         yield bar.update
 
 
-def evaluate(model, tasks: Sequence[Task], *, batch_size: int = 16, progress: bool = True,
+def evaluate(model, tasks: Sequence[Task], *, batch_size: int = BATCH_SIZE, progress: bool = True,
              rank: int = 0, world_size: int = 1,
              reduce: Callable[[dict[str, float]], dict[str, float]] | None = None,
              output_dir: str | Path | None = None) -> list[dict]:
