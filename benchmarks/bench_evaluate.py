@@ -105,6 +105,7 @@ def main() -> None:
             start = time.perf_counter()
             results[name] = fn(model, TASK.items, args.batch_size)
             rates.setdefault(name, []).append(len(TASK.items) / (time.perf_counter() - start))
+            print(f"  repeat {r + 1} {name}: {rates[name][-1]:.2f} items/s", flush=True)
     same = all(a[:2] == b[:2] for a, b in zip(results["ours"], results["hf"]))
     diff = max(abs(x - y) for a, b in zip(results["ours"], results["hf"]) for x, y in zip(a[2], b[2]))
     print(f"same predictions (acc and acc_norm) for every item: {'yes' if same else 'NO'}; "

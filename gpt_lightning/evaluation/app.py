@@ -53,9 +53,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
     check(cfg)
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
-    needs_model = any(n != "judge" for n in names)
+    needs_model = any(n != "judge" for n in names)  # the judge scores text; it needs no weights of ours
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    context = resolve_model_config(cfg.init, model_cfg, explicit=explicit_model_keys()).context_length
+    context = resolve_model_config(cfg.init, model_cfg, explicit=explicit_model_keys()).context_length \
+        if needs_model else None
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights
     model = None
     if needs_model:

@@ -34,7 +34,7 @@ def check_count(key: str, value, allow_none: bool = True) -> None:
         raise bad_value(key, value, "an integer >= 1" + (" or null" if allow_none else ""))
 
 
-def make_tasks(names: Sequence[str], settings: Mapping, *, context_length: int, limit: int | None = None,
+def make_tasks(names: Sequence[str], settings: Mapping, *, context_length: int | None, limit: int | None = None,
                prefix: str = "") -> list[Task]:
     """Load (download if needed) and tokenize each task's items, the first ``limit`` of each.
 

@@ -164,7 +164,6 @@ class Judge(Task):
     """Scores responses with a judge model; needs no model of ours."""
 
     name = "judge"
-    needs_model = False
 
     def __init__(self, responses: list[dict], settings: JudgeSettings, client: JudgeClient | None = None) -> None:
         super().__init__(responses)

@@ -25,7 +25,6 @@ class Task:
     """Base class: ``name``, ``items`` and the three steps (see the module docstring)."""
 
     name = "task"
-    needs_model = True
 
     def __init__(self, items: list) -> None:
         self.items = items
@@ -114,7 +113,8 @@ def format_table(summary: list[dict], notes: dict[tuple[str, str], str] | None =
     head = ["task", "metric", "value", "n"] + (["reference"] if notes else [])
     body = []
     for row in summary:
-        value = "n/a" if row["value"] is None else f"{row['value']:.4f}"
+        value = row["value"]
+        value = "n/a" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
         cells = [row["task"], row["metric"], value, f"{row['n']:,}"]
         if notes:
             cells.append(notes.get((row["task"], row["metric"]), ""))
