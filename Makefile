@@ -39,3 +39,4 @@ bench: install
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_generate.py
 	$(PYTHON) benchmarks/bench_serve.py
+	$(PYTHON) benchmarks/bench_evaluate.py

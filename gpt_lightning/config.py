@@ -428,6 +428,7 @@ class CallbacksConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    eval: dict = field(default_factory=dict)  # benchmark scores during training (evaluation.callback checks it)
 
 
 @dataclass
@@ -519,7 +520,7 @@ def split_known(values: Mapping, known: Sequence[str], where: str) -> dict:
 # ---- a whole run --------------------------------------------------------------------------
 STRATEGIES = {"auto": StrategyConfig, "single": StrategyConfig, "ddp": DDPConfig, "fsdp": FSDPConfig}
 TRAIN_KEYS = ("model", "init", "data", "optim", "trainer", "strategy", "logger", "callbacks", "perf",
-              "seed", "ckpt_path", "export", "card", "finetune")
+              "seed", "ckpt_path", "export", "card", "finetune", "judge")
 
 
 @dataclass
@@ -550,6 +551,7 @@ class TrainSpec:
     run: RunConfig
     finetune: FinetuneConfig | None = None  # only for fine-tuning runs
     card: CardConfig = field(default_factory=CardConfig)
+    judge: Any = None  # evaluation.judge.JudgeSettings: finetune.py's judge.enabled=true, else None
 
     @property
     def seed(self) -> int:
@@ -611,4 +613,10 @@ def train_spec(values: Mapping) -> TrainSpec:
     if not isinstance(values.get("data"), Mapping):
         raise bad_value("data", values.get("data"), "a data config such as data=verdict")
     spec.data = build(values["data"], "data")  # light: downloads and tokenizing wait for prepare_data
+    from .evaluation.callback import eval_callbacks
+    from .evaluation.judge import judge_settings
+
+    eval_callbacks(spec.callbacks.eval, spec.strategy.name)  # its keys are checked now, not after the model
+    if spec.finetune is not None:
+        spec.judge = judge_settings(values.get("judge"), spec.finetune.responses.enabled)
     return spec

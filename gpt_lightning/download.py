@@ -32,6 +32,7 @@ class Source:
     url: str
     sha256: str | None = None
     size: int | None = None
+    git_sha1: str | None = None  # git's blob id, where only a repository's tree publishes one
 
 
 class DownloadError(ConfigError):
@@ -53,6 +54,15 @@ DATASETS: dict[str, Source] = {
     "instruction-data.json": Source(
         "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
         "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944", 203524),
+    # Evaluation sets (evaluate.py). LAMBADA: OpenAI's file, sha256 and size as lm-eval pins them.
+    "lambada_test.jsonl": Source(
+        "https://openaipublic.blob.core.windows.net/gpt-2/data/lambada_test.jsonl",
+        "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226", 1819752),
+    # HellaSwag: no published sha256 or size; the git blob id in rowanz/hellaswag's tree at
+    # a29ff8e9a04bba4bd6588223785ce105328adc57 (the last commit, 2020) pins the bytes instead.
+    "hellaswag_val.jsonl": Source(
+        "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl",
+        git_sha1="0f5ee25d72216f12317d5d8a7b92deafa423d81e"),
 }
 
 
@@ -77,7 +87,20 @@ def verify(path: Path, source: Source) -> str | None:
         digest = sha256_of(path)
         if digest != source.sha256:
             return f"sha256 {digest}, expected {source.sha256}"
+    if source.git_sha1 is not None:
+        digest = git_blob_sha1(path)
+        if digest != source.git_sha1:
+            return f"git blob sha1 {digest}, expected {source.git_sha1}"
     return None
+
+
+def git_blob_sha1(path: Path) -> str:
+    """The id git gives the file's bytes: sha1 of ``b"blob <size>\\0"`` + the bytes."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def download(source: Source, dest: Path, progress: bool = True, timeout: float = 30.0) -> Path:
@@ -155,7 +178,7 @@ def _still_verified(dest: Path, source: Source) -> bool:
 
 
 def _stamp_text(dest: Path, source: Source) -> str:
-    return " ".join(map(str, (*_file_state(dest), source.sha256)))
+    return " ".join(map(str, (*_file_state(dest), source.sha256 or source.git_sha1)))
 
 
 def _transfer(source: Source, part: Path, dest: Path, progress: bool, timeout: float) -> None:

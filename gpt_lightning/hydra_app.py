@@ -22,6 +22,9 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from .errors import ConfigError, bad_value, main_guard
 
+# conf/evaluate.yaml: the run folder is output_dir when given, else a dated one
+OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+
 
 def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
     """Run ``job(values, ctx)`` for a Hydra entry point (see the module docstring)."""
@@ -50,6 +53,13 @@ def serve_job(values: dict, ctx) -> None:
     from .serving.launch import run as serve
 
     serve(values, ctx.explicit_model_keys)
+
+
+def evaluate_job(values: dict, ctx) -> None:
+    """evaluate.py: the run folder is ``output_dir`` when given (see conf/evaluate.yaml)."""
+    from .evaluation.app import run as evaluate
+
+    evaluate(values, ctx.out_dir, ctx.explicit_model_keys)
 
 
 def plain(cfg: DictConfig) -> dict:

@@ -135,6 +135,20 @@ def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit
     return built
 
 
+def planned_config(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit: Iterable[str] = ()) -> GPTConfig:
+    """The GPTConfig ``build_model`` would build, without downloading or loading weights
+    (released inits answer from the table above; init=checkpoint reads the stored config).
+    evaluate.py uses it to read and check its data before it loads any weights."""
+    name, path = _init_settings(init)
+    requested = _requested_model(model)
+    if name == "scratch":
+        return GPTConfig(**requested)
+    if name in HUB_WEIGHTS:
+        return _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
+    weights = _checkpoint_weights(path)
+    return _merge(weights.label, weights.config, requested, explicit)
+
+
 # ---- config handling ------------------------------------------------------------------
 def _init_settings(init_cfg: InitConfig | Mapping) -> tuple[str, Path | None]:
     """(init name, init.path or None), validated."""

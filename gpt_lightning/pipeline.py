@@ -35,6 +35,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .config import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from .distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from .errors import bad_value
+from .evaluation.callback import eval_callbacks, eval_results
 from .export import export_model
 from .init import build_model
 from .lit_module import GPTLitModule, perplexity
@@ -102,6 +103,7 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
             (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
         trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
         result = _result(trainer, module, time.time() - start, ctx.overrides)
+        result.update(eval_results(trainer))  # eval/<task>/<metric>, best_eval/<task>/<metric>
         extra = {}
         for callback in trainer.callbacks:
             extra.update(getattr(callback, "summary", None) or {})
@@ -167,8 +169,8 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     responses = spec.finetune.responses if spec.finetune else None
     if responses is not None and responses.enabled:
         callbacks.append(WriteResponses(out / responses.file, max_new_tokens=responses.max_new_tokens,
-                                        batch_size=responses.batch_size))
-    return callbacks
+                                        batch_size=responses.batch_size, judge=spec.judge))
+    return callbacks + eval_callbacks(c.eval, spec.strategy.name)  # callbacks.eval: benchmark scores
 
 
 class CheckAgainstData(L.Callback):

@@ -64,14 +64,16 @@ def write_responses(model: GPT, records: Sequence[dict], template: PromptTemplat
 
 
 class WriteResponses(L.Callback):
-    """After fitting, answer the data module's test split into ``path`` (finetune.py).
+    """After fitting, answer the data module's test split into ``path`` (finetune.py), then
+    (``judge``) have a judge model score the answers.
 
-    Its ``summary`` (count, mean length, exact matches) goes into result.json, and the
-    first rows into TensorBoard's TEXT tab (tag ``responses``).
+    Its ``summary`` (count, mean length, exact matches, judge scores) goes into result.json,
+    and the first rows into TensorBoard's TEXT tab (tag ``responses``).
     """
 
-    def __init__(self, path: Path, *, max_new_tokens: int = 256, batch_size: int = 8) -> None:
+    def __init__(self, path: Path, *, max_new_tokens: int = 256, batch_size: int = 8, judge=None) -> None:
         self.path, self.max_new_tokens, self.batch_size = Path(path), max_new_tokens, batch_size
+        self.judge = judge  # evaluation.judge.JudgeSettings: score the responses afterwards (finetune.py)
         self.summary: dict = {}
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -83,5 +85,9 @@ class WriteResponses(L.Callback):
                                           max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                           device=trainer.strategy.root_device)
         if path is not None:
-            self.summary = summary
             log_text_table(trainer, "responses", path, limit=10)
+            if self.judge is not None:
+                from .evaluation.judge import judge_after_fit
+
+                summary.update(judge_after_fit(trainer, path, self.judge, path.parent / "judge.jsonl"))
+            self.summary = summary

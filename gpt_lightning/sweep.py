@@ -16,6 +16,7 @@ HISTORY_FILE = "history.json"  # each run's train/validation loss against tokens
 PLOT_FILE = "compare.png"  # validation loss against tokens of every job (compare.py)
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
+EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status
 
 
 def _fmt(value: Any) -> str:
@@ -37,20 +38,28 @@ def summarize(sweep_dir: Path) -> list[dict]:
             row.setdefault("status", "ok")
         else:
             row = {"status": "failed (no result.json)"}
-        rows.append({"job": job.name, **{k: row.get(k) for k in COLUMNS if k != "job"}})
+        rows.append({"job": job.name, **{k: row.get(k) for k in COLUMNS if k != "job"},
+                     **{k: v for k, v in row.items() if k.startswith(EVAL_PREFIXES)}})
     return rows
+
+
+def columns(rows: list[dict]) -> list[str]:
+    extra = sorted({k for row in rows for k in row if k.startswith(EVAL_PREFIXES)},
+                   key=lambda k: (k.removeprefix("best_"), k.startswith("best_")))
+    return [*COLUMNS[:-1], *extra, COLUMNS[-1]]
 
 
 def write_summary(sweep_dir: Path) -> str:
     rows = summarize(sweep_dir)
+    names = columns(rows)
     with open(sweep_dir / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=names)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (" ".join(v) if isinstance(v, list) else v) for k, v in row.items()})
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for row in rows:
-        cells = [" ".join(row[k]) if isinstance(row[k], list) else _fmt(row[k]) for k in COLUMNS]
+        cells = [" ".join(row[k]) if isinstance(row.get(k), list) else _fmt(row.get(k)) for k in names]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     plot = _plot(sweep_dir)

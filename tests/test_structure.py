@@ -63,6 +63,6 @@ def test_only_the_adapter_reads_hydra_global_state():
 
 
 def test_entry_scripts_are_thin():
-    for script in ("train.py", "finetune.py", "generate.py", "serve.py"):
+    for script in ("train.py", "finetune.py", "generate.py", "serve.py", "evaluate.py"):
         lines = [line for line in (ROOT / script).read_text().splitlines() if line.strip()]
         assert len(lines) <= 20, script
