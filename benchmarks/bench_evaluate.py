@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
 from gpt_lightning.download import fetch_dataset  # noqa: E402
 from gpt_lightning.evaluation.hellaswag import HellaSwag, load_records  # noqa: E402
@@ -87,7 +88,7 @@ def main() -> None:
     torch.manual_seed(0)
     ours = GPT(GPTConfig.from_name(args.size)).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        ours.save_pretrained(tmp)
+        save_pretrained(ours, tmp)
         hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, attn_implementation="sdpa").eval()
     engines = {"ours": (run_ours, ours), "hf": (run_hf, hf)}
     tokens = sum(len(i["ctx_ids"]) + len(e) for i in TASK.items for e in i["ending_ids"])

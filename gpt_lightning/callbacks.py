@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from .preemption import PREEMPTION
 from .loggers import log_image, log_rows, log_text
-from .sweep import HISTORY_FILE
+from .run_files import HISTORY_FILE
 
 
 def _tensorboard(trainer: L.Trainer):

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, bad_value, main_guard
-from .sweep import HISTORY_FILE, PLOT_FILE, RESULT_FILE
+from .run_files import HISTORY_FILE, PLOT_FILE, RESULT_FILE
 COLUMNS = ("run", "label", "params", "best_val_loss", "best_val_perplexity", "final_val_loss", "tokens_seen",
            "time_s", "tokens_per_s")
 

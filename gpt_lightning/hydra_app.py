@@ -149,7 +149,7 @@ def _record_failed_job(err: ConfigError) -> bool:
     (so the sweep summary lists it) and the sweep goes on; elsewhere the process exits."""
     if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
         return False
-    from .sweep import RESULT_FILE
+    from .run_files import RESULT_FILE
 
     out = Path(HydraConfig.get().runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)

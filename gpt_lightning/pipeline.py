@@ -46,7 +46,7 @@ from .model import GPT
 from .model_card import RunRecord
 from .report import format_report
 from .responses import WriteResponses
-from .sweep import RESULT_FILE
+from .run_files import RESULT_FILE
 from .tokenizer import EOT_ID
 
 log = logging.getLogger("gpt_lightning")

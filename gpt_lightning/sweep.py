@@ -11,9 +11,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-RESULT_FILE = "result.json"
-HISTORY_FILE = "history.json"  # each run's train/validation loss against tokens (callbacks.LossHistory)
-PLOT_FILE = "compare.png"  # validation loss against tokens of every job (compare.py)
+from .run_files import PLOT_FILE, RESULT_FILE
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
 EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status

@@ -207,7 +207,7 @@ def test_validation_interval_longer_than_an_epoch(tmp_path):
     with pytest.raises(ConfigError, match=r"trainer.val_check_interval=50 is invalid: at most the 4 training batches"):
         run_job("train", tmp_path, ["debug=smoke", "trainer.val_check_interval=50", "logger=none",
                                     "trainer.enable_progress_bar=false"])
-    assert not (tmp_path / "checkpoints").exists()
+    assert not list(tmp_path.rglob("*.ckpt"))  # stopped before the first step
 
 
 def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
@@ -216,7 +216,7 @@ def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
                                    "callbacks.samples.enabled=false", "data.batch_size=0,2",
                                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = (sweep / "summary.md").read_text().splitlines()[2:]
+    rows = [row for row in (sweep / "summary.md").read_text().splitlines()[2:] if row.startswith("| ")]
     assert len(rows) == 2
     assert "failed: data.batch_size=0 is invalid" in rows[0] and rows[1].rstrip(" |").endswith("ok")
     ok = json.loads(next(sweep.glob("1_*/result.json")).read_text())

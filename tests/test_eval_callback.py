@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import compose_config, run_script
 from eval_fixtures import LAMBADA, write_lambada
+from gpt_lightning.hf_io import load_pretrained
 from gpt_lightning import GPT, ConfigError
 from gpt_lightning.evaluation import lambada
 from gpt_lightning.evaluation.callback import eval_callbacks
@@ -28,7 +29,7 @@ def test_ddp_score_equals_one_process(tmp_path, tokenizer):
     result = json.loads((run / "result.json").read_text())
     # one process, every passage, on the final weights (the export): the same score
     task = lambada.Lambada(lambada.load_records(str(path)))
-    single = {r["metric"]: r for r in evaluate(GPT.from_pretrained(run / "export"), [task], progress=False)}
+    single = {r["metric"]: r for r in evaluate(load_pretrained(run / "export"), [task], progress=False)}
     assert single["acc"]["n"] == len(LAMBADA)
     assert result["eval/lambada/perplexity"] == pytest.approx(single["perplexity"]["value"], rel=1e-5)
     assert result["eval/lambada/acc"] == pytest.approx(single["acc"]["value"], abs=1e-9)

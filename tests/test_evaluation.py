@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers import compose_config, run_script
+from gpt_lightning.hf_io import load_pretrained
 from gpt_lightning.hydra_app import plain
 from eval_fixtures import HELLASWAG, LAMBADA, write_hellaswag, write_lambada, write_responses, write_text
 from gpt_lightning import GPT, ConfigError
@@ -30,7 +31,7 @@ def models(tmp_path_factory, tokenizer):
             p.mul_(4.0) if p.dim() > 1 else p.normal_(0, 0.1)
     folder = tmp_path_factory.mktemp("tiny") / "model"
     hf.save_pretrained(folder)
-    return folder, GPT.from_pretrained(folder).eval(), hf.eval()
+    return folder, load_pretrained(folder).eval(), hf.eval()
 
 
 def hf_continuation(hf, ids, n):
