@@ -17,8 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import bad_value
 from .generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
-from .init import build_model, explicit_model_keys
+from .hf_io import load_pretrained
+from .init import INITS, build_model, explicit_model_keys, resolve_model_config
 from .model import GPT
+from .quantize import check_quantize, is_quantized, load_quantized, quantize_model
+from .speculative import speculative_generate
 from .template import format_prompt
 from .tokenizer import Tokenizer, get_tokenizer
 
@@ -82,15 +85,56 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer) -> GPT:
+def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer,
+               init_cfg=None, model_cfg=None, explicit=None) -> GPT:
+    """The target model (or, given ``init_cfg``, the draft), quantized if ``cfg.quantize``."""
     torch.manual_seed(cfg.seed)  # init=scratch: the same seed gives the same random weights
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = build_model(cfg.init, model_cfg, explicit=explicit_model_keys())
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True) if model_cfg is None else model_cfg
+    explicit = explicit_model_keys() if explicit is None else explicit
+    loader = load_quantized if cfg.quantize == "int8" else load_pretrained  # int8: never the fp32 model
+    model = build_model(cfg.init if init_cfg is None else init_cfg, model_cfg, explicit=explicit,
+                        load_safetensors=loader)
     if model.config.vocab_size < tok.vocab_size:
         raise bad_value("model.vocab_size", model.config.vocab_size,
                         f"at least {tok.vocab_size} to use the GPT-2 tokenizer")
+    if cfg.quantize == "int8":
+        return model if is_quantized(model) else quantize_model(model.eval())  # scratch or a .ckpt
     model = model.to(device=device, dtype=dtype).eval()
     return to_inference_layout(model) if device.type == "cpu" else model  # faster CPU GEMMs, same results
+
+
+# ---- speculative decoding ---------------------------------------------------------------------
+def draft_init(cfg: DictConfig) -> dict | None:
+    """The draft's init settings, checked against the target before any weights load; None = off."""
+    if cfg.draft.init is None:
+        return None
+    allowed = [name for name in INITS if name != "scratch"]
+    if cfg.draft.init not in allowed:
+        raise bad_value("draft.init", cfg.draft.init, f"null (off) or one of {allowed} (a trained model "
+                        "with the target's tokenizer; random weights propose nothing useful)")
+    k = cfg.draft.k
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise bad_value("draft.k", k, "an integer >= 1 (tokens proposed per target forward; 4 is typical)")
+    if cfg.num_beams > 1:
+        raise bad_value("num_beams", cfg.num_beams, "speculative decoding (draft.init) samples or decodes "
+                        "greedily; set num_beams=1 or draft.init=null")
+    init = {"name": cfg.draft.init, "path": cfg.draft.path}
+    target = resolve_model_config(cfg.init, OmegaConf.to_container(cfg.model, resolve=True), explicit_model_keys())
+    draft = resolve_model_config(init, {})
+    if draft.vocab_size != target.vocab_size:
+        raise bad_value("draft.init", cfg.draft.init, f"its vocab_size={draft.vocab_size} differs from the "
+                        f"target's {target.vocab_size}; the draft must share the target's tokenizer")
+    return init
+
+
+def decoder(draft: GPT | None, k: int):
+    """generate(), or speculative decoding with ``draft`` (same keyword arguments)."""
+    if draft is None:
+        return generate
+
+    def decode(model, prompts, *, num_beams=1, length_penalty=1.0, **kwargs):
+        return speculative_generate(model, draft, prompts, k=k, **kwargs)
+    return decode
 
 
 # ---- prompts --------------------------------------------------------------------------------
@@ -137,7 +181,7 @@ def make_jobs(prompts: list[str], cfg: DictConfig, tok: Tokenizer) -> list[Job]:
 
 # ---- running -------------------------------------------------------------------------------
 def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, settings: dict,
-              stops: list[str], stream: bool) -> tuple[list[str], list[int], float]:
+              stops: list[str], stream: bool, decode=generate) -> tuple[list[str], list[int], float]:
     """Completions of ``jobs`` generated together: (texts, new-token counts, seconds).
 
     With ``stream`` (one job) the text is printed as it is produced, cut before any stop string.
@@ -145,7 +189,7 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, sett
     printer = StreamDecoder(tok.decode_bytes, skip_ids={tok.eot_id}, stop_strings=stops) if stream else None
     on_token = (lambda _row, t: print(printer.push(t), end="", flush=True)) if printer else None
     start = time.perf_counter()
-    outs = generate(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
+    outs = decode(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
                     decode=tok.decode, seed=[cfg.seed + j.number for j in jobs], on_token=on_token)
     seconds = time.perf_counter() - start
     if printer:
@@ -154,7 +198,8 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, sett
     return texts, [len(out) - (out[-1:] == [tok.eot_id]) for out in outs], seconds
 
 
-def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str]) -> None:
+def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str],
+                     decode=generate) -> None:
     """Every prompt x sample, ``batch_size`` at a time, printed and written to ``output``."""
     jobs = make_jobs(read_prompts(cfg), cfg, tok)
     out_file = open_output(cfg.output)
@@ -164,7 +209,7 @@ def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict
             stream = cfg.stream and len(batch) == 1
             if stream:
                 print_header(batch[0], len(jobs), cfg)
-            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream)
+            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream, decode)
             for job, text, count in zip(batch, texts, counts):
                 if not stream:
                     print_header(job, len(jobs), cfg)
@@ -217,7 +262,7 @@ def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, bu
     return ids
 
 
-def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str]) -> None:
+def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str], decode=generate) -> None:
     """Read a message, answer it, repeat; /quit, /exit or end of input stops."""
     budget = model.config.context_length - settings["max_new_tokens"]
     if budget < 1:
@@ -236,7 +281,7 @@ def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: lis
         if not message:
             continue
         job = Job(len(history), message, 0, chat_prompt(tok, history, message, budget))
-        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, stream=cfg.stream)
+        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, cfg.stream, decode)
         if not cfg.stream:
             print(texts[0], flush=True)
         print_speed(counts[0], seconds)
@@ -249,9 +294,13 @@ def run(cfg: DictConfig) -> None:
     check_counts(cfg)
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    check_quantize(cfg.quantize, device, dtype)
+    draft_cfg = draft_init(cfg)
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok)
+    draft = None if draft_cfg is None else load_model(cfg, device, dtype, tok, draft_cfg, {}, set())
+    decode = decoder(draft, cfg.draft.k)
     if cfg.chat:
-        chat(model, tok, cfg, settings, stops)
+        chat(model, tok, cfg, settings, stops, decode)
     else:
-        complete_prompts(model, tok, cfg, settings, stops)
+        complete_prompts(model, tok, cfg, settings, stops, decode)

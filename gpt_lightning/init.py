@@ -99,11 +99,14 @@ def hub_endpoint() -> str:
     return endpoint.rstrip("/")
 
 
-def build_model(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] = ()) -> GPT:
+def build_model(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] = (),
+                load_safetensors: Callable[[Path, GPTConfig], GPT] = load_pretrained) -> GPT:
     """The model to start from: random for ``init=scratch``, else loaded weights.
 
     ``model_cfg`` holds GPTConfig fields (and optionally the size ``name``, ignored);
     ``explicit`` names the model keys the user set on the command line.
+    ``load_safetensors(path, config)`` builds the model from a GPT-2-layout safetensors file
+    or folder (e.g. ``quantize.load_quantized``, which never holds the fp32 model).
     """
     name, path = _init_settings(init_cfg)
     requested = _requested_model(model_cfg)
@@ -111,7 +114,8 @@ def build_model(init_cfg: Mapping, model_cfg: Mapping, explicit: Iterable[str] =
         return GPT(GPTConfig(**requested))
     if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
         _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
-    weights = _hub_weights(name, path) if name in HUB_WEIGHTS else _checkpoint_weights(path)
+    weights = (_hub_weights(name, path, load_safetensors) if name in HUB_WEIGHTS
+               else _checkpoint_weights(path, load_safetensors))
     return weights.load(_merge(weights.label, weights.config, requested, explicit))
 
 
@@ -181,7 +185,7 @@ def _architecture_mismatch(found: GPTConfig, expected: GPTConfig) -> str | None:
 
 
 # ---- released weights ---------------------------------------------------------------------
-def _hub_weights(name: str, path: Path | None) -> _Weights:
+def _hub_weights(name: str, path: Path | None, load: Callable = load_pretrained) -> _Weights:
     """The released weights of ``name``: from ``init.path``, the weights dir, the cache or the hub."""
     entry = HUB_WEIGHTS[name]
     if path:
@@ -196,7 +200,7 @@ def _hub_weights(name: str, path: Path | None) -> _Weights:
     if mismatch:
         raise ConfigError(f"{label} holds a GPT-2 with {mismatch}, so it is not init={name} "
                           f"({entry.repo}); use init=checkpoint for other weights")
-    return _Weights(f"init={name}", entry.config, partial(load_pretrained, where))
+    return _Weights(f"init={name}", entry.config, partial(load, where))
 
 
 def _weights_dir_copy(entry: HubWeights) -> Path | None:
@@ -229,7 +233,7 @@ def _download(name: str, entry: HubWeights) -> Path:
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
-def _checkpoint_weights(path: Path) -> _Weights:
+def _checkpoint_weights(path: Path, load: Callable = load_pretrained) -> _Weights:
     """Weights and architecture from ``init.path`` of ``init=checkpoint``."""
     path = _existing_path(path, (".safetensors", ".ckpt"), CHECKPOINT_KINDS)
     if path.suffix == ".ckpt":
@@ -238,7 +242,7 @@ def _checkpoint_weights(path: Path) -> _Weights:
     if config is None:
         raise bad_value("init.path", str(path), "no config.json beside the weights to give their shapes; "
                         "copy it there from where the weights came from")
-    return _Weights(f"init=checkpoint ({path})", config, partial(load_pretrained, path))
+    return _Weights(f"init=checkpoint ({path})", config, partial(load, path))
 
 
 def _lightning_weights(path: Path) -> _Weights:
