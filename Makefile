@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED)/data),)
 export GPT_LIGHTNING_DATA_DIR ?= $(SHARED)/data
 endif
 
-.PHONY: install train test bench
+.PHONY: install train test bench gpu-check
 install: .make/installed
 
 .make/installed: pyproject.toml
@@ -29,3 +29,7 @@ test: install
 bench: install
 	$(PYTHON) benchmarks/bench_train.py
 	$(PYTHON) benchmarks/bench_generate.py
+
+# GPU tests and figures on a CUDA machine; says so and exits 0 where there is no GPU.
+gpu-check:
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh

@@ -52,6 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--no-int8", action="store_true", help="skip the int8 engine (it needs a CPU and float32)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     return p.parse_args()
 
 
@@ -99,6 +100,8 @@ def timed(fn, model, prompts: torch.Tensor, new_tokens: int) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         engines = build_engines(args, Path(tmp))

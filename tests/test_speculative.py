@@ -151,3 +151,14 @@ def test_sampled_tokens_follow_the_target_end_to_end():
     outs = speculative_generate(target, draft, [prompt] * n, k=2, max_new_tokens=2, seed=0, **settings)
     counts = torch.bincount(torch.tensor([a * V + b for a, b in outs]), minlength=V * V)
     _five_sigma(counts, joint, n)
+
+
+def test_generate_yaml_draft_k_default_is_the_library_default():
+    import inspect
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "generate.yaml")
+    assert cfg.draft.k == inspect.signature(speculative_generate).parameters["k"].default
+    assert cfg.draft.init is None and cfg.quantize is None  # both off unless asked for
