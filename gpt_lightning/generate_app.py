@@ -107,6 +107,8 @@ def load_model(cfg: DictConfig, device: torch.device, dtype: torch.dtype, tok: T
 def draft_init(cfg: DictConfig) -> dict | None:
     """The draft's init settings, checked against the target before any weights load; None = off."""
     if cfg.draft.init is None:
+        if cfg.draft.path:
+            raise bad_value("draft.path", cfg.draft.path, "it needs draft.init=checkpoint (or a released name)")
         return None
     allowed = [name for name in INITS if name != "scratch"]
     if cfg.draft.init not in allowed:

@@ -122,6 +122,7 @@ def test_cli_int8_with_a_draft_streams_the_int8_greedy_text(tmp_path, export, to
     (["draft.init=checkpoint", "draft.path=SELF", "draft.k=0"], "draft.k=0 is invalid"),
     (["draft.init=checkpoint", "draft.path=SELF", "num_beams=2", "temperature=0"], "num_beams=2 is invalid"),
     (["draft.init=scratch"], "draft.init='scratch' is invalid"),
+    (["draft.path=SELF"], "draft.path=.* is invalid: it needs draft.init=checkpoint"),
     (["draft.init=checkpoint", "draft.path=OTHER"], "its vocab_size=50300 differs from the target's 50257"),
 ])
 def test_cli_bad_quantize_and_draft_values_fail_before_loading(tmp_path, export, overrides, message, monkeypatch):
