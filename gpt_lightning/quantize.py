@@ -52,7 +52,7 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 weight (N, K), fp32 scales (N,)) of a float weight (N, K): symmetric per row."""
     weight = weight.detach().float()
     scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)  # (N,)
-    q = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    q = (weight / scale[:, None]).round_().clamp_(-127, 127).to(torch.int8)  # one fp32 temporary
     return q.contiguous(), scale
 
 
@@ -64,7 +64,7 @@ class Int8Linear(nn.Module):
         self.out_features, self.in_features = weight.shape
         self.register_buffer("weight", weight)  # (N, K) int8
         self.register_buffer("scale", scale.float())  # (N,)
-        self.register_buffer("bias", None if bias is None else bias.detach().float())  # (N,)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())  # (N,), owns its memory
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None) -> "Int8Linear":
@@ -168,4 +168,5 @@ def _set_parameter(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
     *parents, name = dotted.split(".")
     for p in parents:
         module = getattr(module, p)
-    setattr(module, name, nn.Parameter(value.contiguous(), requires_grad=False))
+    # a copy: safetensors may hand out views of its memory map, which would keep the file's pages resident
+    setattr(module, name, nn.Parameter(value.clone(), requires_grad=False))
