@@ -82,7 +82,8 @@ def speculative_generate(target: GPT, draft: GPT, prompts: Sequence[Sequence[int
     sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
     stats = stats if stats is not None else SpeculativeStats()
     modes = (target.training, draft.training)
-    target.eval(), draft.eval()
+    target.eval()
+    draft.eval()
     try:
         with torch.inference_mode():
             return [_one_row(target, draft, row, prompt, budget, k, sampling, stops, gen, on_token, stats)
