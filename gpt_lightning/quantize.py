@@ -114,6 +114,7 @@ def load_quantized(path: str | Path, config: GPTConfig) -> GPT:
     """
     from .hf_io import _expected_shapes, _name_pairs, _resolve
 
+    _fixed_mmap_threshold()
     weights, _ = _resolve(path)
     expected = _expected_shapes(config)
     pairs = dict(_name_pairs(config))  # ours -> (theirs, transposed)
@@ -162,6 +163,26 @@ def load_quantized(path: str | Path, config: GPTConfig) -> GPT:
             block.mlp.proj = Int8Linear.from_float(get("mlp.proj.weight"), get("mlp.proj.bias"))
     model.quantized = "int8"
     return model
+
+
+def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Make glibc serve every allocation >= ``nbytes`` by mmap, so freeing it returns the memory.
+
+    By default glibc raises that threshold (up to 32 MB) after the first large free; the fp32
+    weights read one at a time, freed between long-lived int8 tensors, then fragment the heap
+    and stay resident (GPT-2 XL: 3.5 GiB instead of 2.1). Process-wide; no-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # musl and other libcs without mallopt
+        pass
 
 
 def _set_parameter(module: nn.Module, dotted: str, value: torch.Tensor) -> None:
