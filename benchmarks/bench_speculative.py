@@ -70,7 +70,8 @@ def main() -> None:
         for k in args.k:
             engines[f"spec {name} k={k}"] = (lambda d, k: lambda stats: speculative_generate(
                 target, d, prompts, k=k, max_new_tokens=args.new_tokens, temperature=0.0, stats=stats))(draft, k)
-    sizes = ", ".join(f"{n} {d.num_params() / 1e6:.1f}M" for n, d in drafts.items())
+    sizes = ", ".join(f"draft {d.num_params() / 1e6:.1f}M" for n, d in drafts.items() if n == "draft")
+    sizes += (", " if sizes else "") + "int8 (the target with int8 weights)"
     print(f"target {target.num_params() / 1e6:.1f}M, drafts: {sizes}; {len(prompts)} prompts x {args.new_tokens} "
           f"new tokens, greedy, {torch.get_num_threads()} threads, {args.repeats} interleaved repeats", flush=True)
 
