@@ -128,8 +128,11 @@ def _one_row(target: GPT, draft: GPT, row: int, prompt: list[int], budget: int, 
         draft_seen = None if seen is None else seen.clone()
         for _ in range(n):
             logits = process_logits(forward(draft, "draft", tokens + proposed, 1), draft_seen, **sampling)  # (1, V)
-            token = int(logits.argmax(-1)) if greedy else int(sample(logits, uniform()))
-            q_probs.append(torch.softmax(logits[0], dim=-1, dtype=torch.float64))
+            if greedy:
+                token = int(logits.argmax(-1))
+            else:
+                token = int(sample(logits, uniform()))
+                q_probs.append(torch.softmax(logits[0], dim=-1, dtype=torch.float64))
             proposed.append(token)
             if draft_seen is not None:
                 draft_seen[0, token] = True
@@ -164,7 +167,7 @@ def _accept(p_logits: torch.Tensor, q_probs: list[torch.Tensor], proposed: list[
     """The tokens this round adds: the accepted proposals, then one token from the target.
 
     p_logits: (n + 1, V) processed target logits after each prefix; q_probs: n draft
-    distributions (V,) the proposals were drawn from.
+    distributions (V,) the proposals were drawn from (unused when greedy).
     """
     new = []
     for i, token in enumerate(proposed):
