@@ -17,7 +17,8 @@ GPT-2 XL in 2.5 GB; ``aten._weight_int8pack_mm`` has no fast fp32 path on x86 CP
 
 :func:`load_quantized` builds a quantized model straight from a ``.safetensors`` file,
 one block at a time from a memory map, so the fp32 model never exists in memory: GPT-2 XL
-loads in about 2.1 GB of resident memory instead of ~6.5 GB.
+(6.2 GB of fp32 weights) loads and generates with a 2.24 GiB peak of resident memory
+(benchmarks/int8_memory.py).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
 
     By default glibc raises that threshold (up to 32 MB) after the first large free; the fp32
     weights read one at a time, freed between long-lived int8 tensors, then fragment the heap
-    and stay resident (GPT-2 XL: 3.5 GiB instead of 2.1). Process-wide; no-op off glibc.
+    and stay resident (GPT-2 XL peaked at 3.45 GiB instead of 2.24). Process-wide; no-op off glibc.
     """
     import ctypes
     import ctypes.util
