@@ -129,7 +129,7 @@ def draft_init(cfg: DictConfig) -> dict | None:
     return init
 
 
-def decoder(draft: GPT | None, k: int):
+def pick_generate(draft: GPT | None, k: int):
     """generate(), or speculative decoding with ``draft`` (same keyword arguments)."""
     if draft is None:
         return generate
@@ -183,7 +183,7 @@ def make_jobs(prompts: list[str], cfg: DictConfig, tok: Tokenizer) -> list[Job]:
 
 # ---- running -------------------------------------------------------------------------------
 def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, settings: dict,
-              stops: list[str], stream: bool, decode=generate) -> tuple[list[str], list[int], float]:
+              stops: list[str], stream: bool, generate_fn=generate) -> tuple[list[str], list[int], float]:
     """Completions of ``jobs`` generated together: (texts, new-token counts, seconds).
 
     With ``stream`` (one job) the text is printed as it is produced, cut before any stop string.
@@ -191,8 +191,8 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, sett
     printer = StreamDecoder(tok.decode_bytes, skip_ids={tok.eot_id}, stop_strings=stops) if stream else None
     on_token = (lambda _row, t: print(printer.push(t), end="", flush=True)) if printer else None
     start = time.perf_counter()
-    outs = decode(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
-                    decode=tok.decode, seed=[cfg.seed + j.number for j in jobs], on_token=on_token)
+    outs = generate_fn(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
+                       decode=tok.decode, seed=[cfg.seed + j.number for j in jobs], on_token=on_token)
     seconds = time.perf_counter() - start
     if printer:
         print(printer.finish(), flush=True)
@@ -201,7 +201,7 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: DictConfig, sett
 
 
 def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str],
-                     decode=generate) -> None:
+                     generate_fn=generate) -> None:
     """Every prompt x sample, ``batch_size`` at a time, printed and written to ``output``."""
     jobs = make_jobs(read_prompts(cfg), cfg, tok)
     out_file = open_output(cfg.output)
@@ -211,7 +211,7 @@ def complete_prompts(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict
             stream = cfg.stream and len(batch) == 1
             if stream:
                 print_header(batch[0], len(jobs), cfg)
-            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream, decode)
+            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream, generate_fn)
             for job, text, count in zip(batch, texts, counts):
                 if not stream:
                     print_header(job, len(jobs), cfg)
@@ -264,7 +264,7 @@ def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, bu
     return ids
 
 
-def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str], decode=generate) -> None:
+def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: list[str], generate_fn=generate) -> None:
     """Read a message, answer it, repeat; /quit, /exit or end of input stops."""
     budget = model.config.context_length - settings["max_new_tokens"]
     if budget < 1:
@@ -283,7 +283,7 @@ def chat(model: GPT, tok: Tokenizer, cfg: DictConfig, settings: dict, stops: lis
         if not message:
             continue
         job = Job(len(history), message, 0, chat_prompt(tok, history, message, budget))
-        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, cfg.stream, decode)
+        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, cfg.stream, generate_fn)
         if not cfg.stream:
             print(texts[0], flush=True)
         print_speed(counts[0], seconds)
@@ -301,8 +301,8 @@ def run(cfg: DictConfig) -> None:
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok)
     draft = None if draft_cfg is None else load_model(cfg, device, dtype, tok, draft_cfg, {}, set())
-    decode = decoder(draft, cfg.draft.k)
+    generate_fn = pick_generate(draft, cfg.draft.k)
     if cfg.chat:
-        chat(model, tok, cfg, settings, stops, decode)
+        chat(model, tok, cfg, settings, stops, generate_fn)
     else:
-        complete_prompts(model, tok, cfg, settings, stops, decode)
+        complete_prompts(model, tok, cfg, settings, stops, generate_fn)
