@@ -84,7 +84,8 @@ def test_greedy_with_kv_cache_equals_naive_recomputation(model):
 def test_last_only_logits_equal_the_last_position(model):
     idx = torch.randint(0, VOCAB, (3, 11))
     with torch.no_grad():
-        assert torch.equal(model(idx, last_only=True), model(idx)[:, -1:])
+        # the head multiplies 3 rows instead of 33, so BLAS may round differently (not bit-equal)
+        torch.testing.assert_close(model(idx, last_only=True), model(idx)[:, -1:], rtol=1e-5, atol=1e-5)
 
 
 def test_model_mode_is_restored_and_cache_removed():
