@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED)/data),)
 export GPT_LIGHTNING_DATA_DIR ?= $(SHARED)/data
 endif
 
-.PHONY: install train test bench browser
+.PHONY: install train test bench browser gpu-check
 install: .make/installed
 
 # The chat page's browser test needs Debian's headless Chromium. Installed only when missing,
@@ -40,3 +40,7 @@ bench: install
 	$(PYTHON) benchmarks/bench_generate.py
 	$(PYTHON) benchmarks/bench_serve.py
 	$(PYTHON) benchmarks/bench_evaluate.py
+
+# GPU tests and figures on a CUDA machine; says so and exits 0 where there is no GPU.
+gpu-check:
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh

@@ -9,7 +9,12 @@ or a slow start hits all of them alike. Engines:
     ours         generate() on the model as loaded
     ours+layout  the same after to_inference_layout(model), which generate.py applies on
                  CPUs: weights stored (in, out) like GPT-2's Conv1D, for faster CPU GEMMs
+    ours int8    the same after quantize_model(model) (generate.py quantize=int8, CPUs only):
+                 int8 weights per output channel, see gpt_lightning/quantize.py
     hf           GPT2LMHeadModel.generate
+
+The fp32 engines must produce identical greedy tokens; int8 is a different model (rounded
+weights), so its share of tokens equal to fp32's is printed instead.
 
     python benchmarks/bench_generate.py                       # 124M, batch 1 and 8, CPU
     python benchmarks/bench_generate.py --device cuda --dtype bfloat16 --new-tokens 256
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
 from gpt_lightning.generation import generate, to_inference_layout  # noqa: E402
+from gpt_lightning.quantize import quantize_model  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per engine and batch size")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 engine (it needs a CPU and float32)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     return p.parse_args()
 
 
@@ -62,8 +70,12 @@ def build_engines(args, folder: Path) -> dict:
     hf = hf.to(device).eval()
     hf.generation_config.eos_token_id = None  # decode exactly --new-tokens, like ours (eos_id=None)
     hf.generation_config.pad_token_id = 0
-    return {"ours": (run_ours, ours), "ours+layout": (run_ours, to_inference_layout(copy.deepcopy(ours))),
-            "hf": (run_hf, hf)}
+    engines = {"ours": (run_ours, ours), "ours+layout": (run_ours, to_inference_layout(copy.deepcopy(ours)))}
+    if not args.no_int8:
+        if device.type != "cpu" or dtype != torch.float32:
+            sys.exit("error: the int8 engine needs --device cpu --dtype float32; add --no-int8")
+        engines["ours int8"] = (run_ours, quantize_model(copy.deepcopy(ours)))
+    return engines | {"hf": (run_hf, hf)}
 
 
 def run_ours(model, prompts: torch.Tensor, new_tokens: int) -> list[list[int]]:
@@ -89,6 +101,8 @@ def timed(fn, model, prompts: torch.Tensor, new_tokens: int) -> float:
 
 def main() -> None:
     args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
         engines = build_engines(args, Path(tmp))
@@ -104,8 +118,12 @@ def main() -> None:
     for bs in args.batch_sizes:
         prompts = torch.randint(0, cfg.vocab_size, (bs, args.prompt_len), generator=g).to(args.device)
         outs = {name: fn(model, prompts, args.new_tokens) for name, (fn, model) in engines.items()}  # warm-up
-        same = all(outs[name] == outs["hf"] for name in names)
-        print(f"batch {bs}: greedy tokens of all engines identical: {'yes' if same else 'NO'}", flush=True)
+        same = all(outs[name] == outs["hf"] for name in names if name != "ours int8")
+        print(f"batch {bs}: greedy tokens of the fp32 engines identical: {'yes' if same else 'NO'}", flush=True)
+        if "ours int8" in outs:
+            pairs = [(a, b) for ra, rb in zip(outs["ours int8"], outs["ours"]) for a, b in zip(ra, rb)]
+            print(f"batch {bs}: int8 greedy tokens equal to fp32: {sum(a == b for a, b in pairs)}/{len(pairs)} "
+                  f"(random weights; see benchmarks/int8_quality.py for a trained model)", flush=True)
         for r in range(args.repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 seconds = timed(*engines[name], prompts, args.new_tokens)
@@ -119,6 +137,10 @@ def main() -> None:
     for bs in args.batch_sizes:
         print(f"batch {bs:>2}  ours/HF = {median[('ours', bs)] / median[('hf', bs)]:.2f}x   "
               f"ours+layout/HF = {median[('ours+layout', bs)] / median[('hf', bs)]:.2f}x")
+    for bs in args.batch_sizes:
+        if ("ours int8", bs) in median:
+            print(f"batch {bs:>2}  int8/ours+layout = {median[('ours int8', bs)] / median[('ours+layout', bs)]:.2f}x   "
+                  f"int8/HF = {median[('ours int8', bs)] / median[('hf', bs)]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,21 +8,31 @@ from the median step time over all rounds, then the ratios are printed.
 
     python benchmarks/bench_train.py                     # CPU-sized defaults
     python benchmarks/bench_train.py --device cuda       # gpt2_small, 8 x 1024, bf16
+    python benchmarks/bench_train.py --device cuda --precision bf16-mixed --compile
+
+On CUDA it also prints MFU (6N + 12LTC FLOPs per token, the formula train/mfu logs, against
+the GPU's dense bf16 peak from lit_module.PEAK_TFLOPS or --peak-tflops), each engine's peak
+memory, and which SDPA attention kernel the forward actually ran (from the profiler).
+--compile applies torch.compile to all three engines alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from gpt_lightning import GPT, GPTConfig
-from gpt_lightning.lit_module import GPTLitModule
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed copy
+
+from gpt_lightning import GPT, GPTConfig  # noqa: E402
+from gpt_lightning.lit_module import PEAK_TFLOPS, GPTLitModule  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -44,16 +54,18 @@ def autocast(device: str, precision: str):
     return torch.autocast(device_type="cpu", enabled=False)
 
 
-def plain_loop(model, data, warmup: int, device: str, precision: str, hf: bool = False) -> list[float]:
+def plain_loop(model, data, warmup: int, device: str, precision: str, hf: bool = False,
+               compile: bool = False) -> list[float]:
     """Seconds per step of a hand-written loop: forward, loss, backward, clip, AdamW step."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.startswith("cuda"))
     model.train()
+    forward = torch.compile(model) if compile else model
     starts = []
     for batch in data:
         sync(device)
         starts.append(time.perf_counter())
         with autocast(device, precision):
-            out = model(batch["input_ids"])
+            out = forward(batch["input_ids"])
             logits = out.logits if hf else out
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["targets"].flatten())
         loss.backward()
@@ -80,9 +92,9 @@ class _StepTimer(L.Callback):
         self.starts.append(time.perf_counter())
 
 
-def lightning_loop(model, data, warmup: int, device: str, precision: str) -> list[float]:
+def lightning_loop(model, data, warmup: int, device: str, precision: str, compile: bool = False) -> list[float]:
     """Seconds per step of GPTLitModule under L.Trainer (no logger, checkpoints or progress bar)."""
-    module = GPTLitModule(model, {"lr": 1e-4, "warmup": 0, "weight_decay": 0.1})
+    module = GPTLitModule(model, {"lr": 1e-4, "warmup": 0, "weight_decay": 0.1}, compile=compile)
     timer = _StepTimer(device)
     trainer = L.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
                         precision=precision, max_steps=len(data), gradient_clip_val=1.0, logger=False,
@@ -103,6 +115,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per round")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--precision", default=None, help="32-true or bf16-mixed (default: bf16-mixed on GPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model in every engine")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU (default: by GPU name)")
     args = parser.parse_args()
     gpu = args.device.startswith("cuda")
     size = args.size or ("gpt2_small" if gpu else "gpt2_mini")
@@ -122,37 +136,77 @@ def main() -> None:
                                      n_positions=cfg.context_length, vocab_size=cfg.vocab_size,
                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attn_implementation="sdpa")
     data = batches(args.warmup + steps, batch, seq, cfg.vocab_size, args.device)
-    print(f"{size} ({reference.num_params():,} params), batch {batch} x {seq} tokens, {precision}, "
-          f"{args.device}, {steps} timed steps x {args.rounds} rounds, torch {torch.__version__}", flush=True)
+    print(f"{size} ({reference.num_params():,} params), batch {batch} x {seq} tokens, {precision}"
+          f"{' + compile' if args.compile else ''}, {args.device}"
+          f"{' (' + torch.cuda.get_device_name(args.device) + ')' if gpu else ''}, "
+          f"{steps} timed steps x {args.rounds} rounds, torch {torch.__version__}", flush=True)
+    print(f"attention kernel in the forward: {attention_kernel(reference, data[0], args.device, precision)}", flush=True)
+    peak_memory: dict[str, int] = {}
 
     tokens = batch * seq
     steps_of = {"lightning (ours)": [], "plain loop (ours)": [], "plain loop (transformers)": []}
     for r in range(args.rounds):
         for name in steps_of:
+            if gpu:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(args.device)
             model = GPT(cfg)
             model.load_state_dict(reference.state_dict())
             model.to(args.device)
             if name == "lightning (ours)":
-                times = lightning_loop(model, data, args.warmup, args.device, precision)
+                times = lightning_loop(model, data, args.warmup, args.device, precision, args.compile)
             elif name == "plain loop (ours)":
-                times = plain_loop(model, data, args.warmup, args.device, precision)
+                times = plain_loop(model, data, args.warmup, args.device, precision, compile=args.compile)
             else:
                 hf = transformers.GPT2LMHeadModel(hf_cfg)
                 assert hf.config._attn_implementation == "sdpa", hf.config._attn_implementation
                 hf.load_state_dict(_ours_to_hf_state(reference), strict=False)
-                times = plain_loop(hf.to(args.device), data, args.warmup, args.device, precision, hf=True)
+                times = plain_loop(hf.to(args.device), data, args.warmup, args.device, precision, hf=True,
+                                   compile=args.compile)
             steps_of[name] += times
+            if gpu:
+                peak_memory[name] = max(peak_memory.get(name, 0), torch.cuda.max_memory_allocated(args.device))
             print(f"  round {r + 1}: {name:28s} {tokens / statistics.median(times):12,.0f} tokens/s", flush=True)
             del model
     rate = {k: tokens / statistics.median(v) for k, v in steps_of.items()}
     print(f"\ntokens/s from the median step time over {len(steps_of['plain loop (ours)'])} steps each")
+    peak = peak_flops(args)
+    flops = GPTLitModule(reference, {"lr": 1e-4})._flops_per_token()  # 6N + 12LTC, as train/mfu
     for name, value in rate.items():
-        print(f"  {name:28s} {value:12,.0f}")
+        mfu = f"   MFU {value * flops / peak:6.1%}" if peak else ""
+        memory = f"   peak memory {peak_memory[name] / 2**30:5.2f} GiB" if name in peak_memory else ""
+        print(f"  {name:28s} {value:12,.0f}{mfu}{memory}")
+    if not peak:
+        print("  (MFU: needs a known GPU or --peak-tflops)")
     ratio = rate["lightning (ours)"] / rate["plain loop (ours)"]
     print("\nratios")
     print(f"  lightning / plain loop (ours)        {ratio:.3f}  (Lightning overhead {1 - ratio:+.1%}, target <= 3%)")
     print(f"  ours / transformers (plain loops)    {rate['plain loop (ours)'] / rate['plain loop (transformers)']:.3f}"
           f"  (target >= 1.0)")
+
+
+def peak_flops(args) -> float | None:
+    """Peak FLOP/s of the device for MFU: --peak-tflops, else the GPU's bf16 peak by name."""
+    if args.peak_tflops:
+        return args.peak_tflops * 1e12
+    if not args.device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(args.device)
+    return next((t * 1e12 for key, t in PEAK_TFLOPS.items() if key in name), None)
+
+
+def attention_kernel(model: GPT, batch: dict, device: str, precision: str) -> str:
+    """Which scaled_dot_product_attention kernel one forward really ran, from the profiler's op names."""
+    from torch.profiler import profile
+
+    model = model.to(device).train()
+    with profile() as prof, autocast(device, precision), torch.no_grad():
+        model(batch["input_ids"][:1])
+    names = {e.key for e in prof.key_averages() if "attention" in e.key or "sdpa" in e.key.lower()}
+    kinds = [("flash", "flash"), ("efficient", "memory-efficient"), ("cudnn", "cuDNN"), ("math", "math (unfused)")]
+    found = [label for key, label in kinds if any(key in n for n in names)]
+    model.cpu()
+    return f"{' + '.join(found) or 'unknown'}  ({', '.join(sorted(n for n in names if n.startswith('aten::_')))})"
 
 
 def _ours_to_hf_state(model: GPT) -> dict:

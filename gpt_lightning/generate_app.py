@@ -11,15 +11,18 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 import torch
 
 from .config import parse
 from .errors import bad_value
 from .generation import StreamDecoder, check_settings, generate, to_inference_layout, trim_at_stop
-from .init import InitConfig, build_model
+from .hf_io import load_pretrained
+from .init import INITS, InitConfig, build_model, planned_config
 from .model import GPT, GPTConfig
+from .quantize import check_quantize, is_quantized, load_quantized, quantize_model
+from .speculative import speculative_generate
 from .template import PromptTemplate, format_prompt
 from .tokenizer import Tokenizer, get_tokenizer
 
@@ -40,6 +43,19 @@ class Job:
 
 
 # ---- settings -------------------------------------------------------------------------------
+@dataclass
+class DraftConfig:
+    """``draft``: speculative decoding's smaller model (conf/generate.yaml)."""
+
+    init: str | None = None  # null = off; a released name or checkpoint
+    path: str | None = None  # weights for draft.init=checkpoint
+    k: int = 4  # tokens proposed per target forward
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise bad_value("draft.k", self.k, "an integer >= 1 (tokens proposed per target forward; 4 is typical)")
+
+
 @dataclass
 class GenerateConfig:
     """The keys of conf/generate.yaml (described there), type-checked by ``config.parse``."""
@@ -65,6 +81,8 @@ class GenerateConfig:
     chat: bool = False
     device: str = "auto"
     dtype: str = "auto"
+    quantize: Literal["int8"] | None = None
+    draft: DraftConfig = field(default_factory=lambda: DraftConfig())
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "num_samples"):
@@ -103,10 +121,49 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(cfg: GenerateConfig, device: torch.device, dtype: torch.dtype, tok: Tokenizer,
-               explicit: Iterable[str] = ()) -> GPT:
-    model = build_model(cfg.init, cfg.model, explicit, seed=cfg.seed, tokenizer_vocab=tok.vocab_size)
+               explicit: Iterable[str] = (), init: InitConfig | None = None, model: GPTConfig | dict | None = None) -> GPT:
+    """The target model (or, given ``init``, the draft), quantized if ``cfg.quantize``."""
+    loader = load_quantized if getattr(cfg, "quantize", None) == "int8" else load_pretrained  # int8: never fp32
+    model = build_model(cfg.init if init is None else init, cfg.model if model is None else model, explicit,
+                        seed=cfg.seed, tokenizer_vocab=tok.vocab_size, load_safetensors=loader)
+    if getattr(cfg, "quantize", None) == "int8":
+        return model if is_quantized(model) else quantize_model(model.eval())  # scratch or a .ckpt
     model = model.to(device=device, dtype=dtype).eval()
     return to_inference_layout(model) if device.type == "cpu" else model  # faster CPU GEMMs, same results
+
+
+# ---- speculative decoding ---------------------------------------------------------------------
+def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = ()) -> InitConfig | None:
+    """The draft's init settings, checked against the target before any weights load; None = off."""
+    d = cfg.draft
+    if d.init is None:
+        if d.path:
+            raise bad_value("draft.path", d.path, "it needs draft.init=checkpoint (or a released name)")
+        return None
+    allowed = [name for name in INITS if name != "scratch"]
+    if d.init not in allowed:
+        raise bad_value("draft.init", d.init, f"null (off) or one of {allowed} (a trained model "
+                        "with the target's tokenizer; random weights propose nothing useful)")
+    if cfg.num_beams > 1:
+        raise bad_value("num_beams", cfg.num_beams, "speculative decoding (draft.init) samples or decodes "
+                        "greedily; set num_beams=1 or draft.init=null")
+    init = InitConfig(d.init, d.path)
+    target = planned_config(cfg.init, cfg.model, explicit)
+    draft = planned_config(init, {})
+    if draft.vocab_size != target.vocab_size:
+        raise bad_value("draft.init", d.init, f"its vocab_size={draft.vocab_size} differs from the "
+                        f"target's {target.vocab_size}; the draft must share the target's tokenizer")
+    return init
+
+
+def pick_generate(draft: GPT | None, k: int):
+    """generate(), or speculative decoding with ``draft`` (same keyword arguments)."""
+    if draft is None:
+        return generate
+
+    def decode(model, prompts, *, num_beams=1, length_penalty=1.0, **kwargs):
+        return speculative_generate(model, draft, prompts, k=k, **kwargs)
+    return decode
 
 
 # ---- prompts --------------------------------------------------------------------------------
@@ -157,7 +214,7 @@ def make_jobs(prompts: list[str], cfg: GenerateConfig, tok: Tokenizer) -> list[J
 
 # ---- running -------------------------------------------------------------------------------
 def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: GenerateConfig, settings: dict,
-              stops: list[str], stream: bool) -> tuple[list[str], list[int], float]:
+              stops: list[str], stream: bool, generate_fn=generate) -> tuple[list[str], list[int], float]:
     """Completions of ``jobs`` generated together: (texts, new-token counts, seconds).
 
     With ``stream`` (one job) the text is printed as it is produced, cut before any stop string.
@@ -165,8 +222,8 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: GenerateConfig, 
     printer = StreamDecoder(tok.decode_bytes, skip_ids={tok.eot_id}, stop_strings=stops) if stream else None
     on_token = (lambda _row, t: print(printer.push(t), end="", flush=True)) if printer else None
     start = time.perf_counter()
-    outs = generate(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
-                    decode=tok.decode, seed=[cfg.seed + j.number for j in jobs], on_token=on_token)
+    outs = generate_fn(model, [j.ids for j in jobs], **settings, eos_id=tok.eot_id, stop_sequences=stops,
+                       decode=tok.decode, seed=[cfg.seed + j.number for j in jobs], on_token=on_token)
     seconds = time.perf_counter() - start
     if printer:
         print(printer.finish(), flush=True)
@@ -174,7 +231,8 @@ def run_batch(model: GPT, tok: Tokenizer, jobs: list[Job], cfg: GenerateConfig, 
     return texts, [len(out) - (out[-1:] == [tok.eot_id]) for out in outs], seconds
 
 
-def complete_prompts(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str]) -> None:
+def complete_prompts(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str],
+                     generate_fn=generate) -> None:
     """Every prompt x sample, ``batch_size`` at a time, printed and written to ``output``."""
     jobs = make_jobs(read_prompts(cfg), cfg, tok)
     out_file = open_output(cfg.output)
@@ -184,7 +242,7 @@ def complete_prompts(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: 
             stream = cfg.stream and len(batch) == 1
             if stream:
                 print_header(batch[0], len(jobs), cfg)
-            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream)
+            texts, counts, seconds = run_batch(model, tok, batch, cfg, settings, stops, stream, generate_fn)
             for job, text, count in zip(batch, texts, counts):
                 if not stream:
                     print_header(job, len(jobs), cfg)
@@ -239,7 +297,8 @@ def chat_prompt(tok: Tokenizer, history: list[tuple[str, str]], message: str, bu
     return ids
 
 
-def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str]) -> None:
+def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops: list[str],
+         generate_fn=generate) -> None:
     """Read a message, answer it, repeat; /quit, /exit or end of input stops."""
     budget = model.config.context_length - settings["max_new_tokens"]
     if budget < 1:
@@ -258,7 +317,7 @@ def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops:
         if not message:
             continue
         job = Job(len(history), message, 0, chat_prompt(tok, history, message, budget))
-        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, stream=cfg.stream)
+        texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, cfg.stream, generate_fn)
         if not cfg.stream:
             print(texts[0], flush=True)
         print_speed(counts[0], seconds)
@@ -274,9 +333,13 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
         read_prompts(cfg)  # a bad file fails before the weights are loaded too
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    check_quantize(cfg.quantize, device, dtype)
+    draft = draft_init(cfg, explicit)  # checked against the target before any weights load
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)
+    draft_model = None if draft is None else load_model(cfg, device, dtype, tok, (), draft, {})
+    generate_fn = pick_generate(draft_model, cfg.draft.k)
     if cfg.chat:
-        chat(model, tok, cfg, settings, stops)
+        chat(model, tok, cfg, settings, stops, generate_fn)
     else:
-        complete_prompts(model, tok, cfg, settings, stops)
+        complete_prompts(model, tok, cfg, settings, stops, generate_fn)

@@ -111,12 +111,15 @@ class InitConfig:
 
 
 def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit: Iterable[str] = (), *,
-                seed: int | None = None, tokenizer_vocab: int | None = None) -> GPT:
+                seed: int | None = None, tokenizer_vocab: int | None = None,
+                load_safetensors: Callable[[Path, GPTConfig], GPT] = load_pretrained) -> GPT:
     """The model to start from: random for ``init=scratch``, else loaded weights.
 
     ``model`` holds the requested GPTConfig fields; ``explicit`` names the model keys the
     user set on the command line (they must agree with loaded weights). ``seed`` seeds the
     random weights; ``tokenizer_vocab`` is the vocabulary the model must cover.
+    ``load_safetensors(path, config)`` builds the model from a GPT-2-layout safetensors file
+    or folder (e.g. ``quantize.load_quantized``, which never holds the fp32 model).
     """
     if seed is not None:
         torch.manual_seed(seed)  # init=scratch: the same seed gives the same initial weights
@@ -127,7 +130,8 @@ def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit
     else:
         if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
             _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
-        weights = _hub_weights(name, path) if name in HUB_WEIGHTS else _checkpoint_weights(path)
+        weights = (_hub_weights(name, path, load_safetensors) if name in HUB_WEIGHTS
+                   else _checkpoint_weights(path, load_safetensors))
         built = weights.load(_merge(weights.label, weights.config, requested, explicit))
     if tokenizer_vocab is not None and built.config.vocab_size < tokenizer_vocab:
         raise bad_value("model.vocab_size", built.config.vocab_size,
@@ -204,7 +208,7 @@ def _architecture_mismatch(found: GPTConfig, expected: GPTConfig) -> str | None:
 
 
 # ---- released weights ---------------------------------------------------------------------
-def _hub_weights(name: str, path: Path | None) -> _Weights:
+def _hub_weights(name: str, path: Path | None, load: Callable = load_pretrained) -> _Weights:
     """The released weights of ``name``: from ``init.path``, the weights dir, the cache or the hub."""
     entry = HUB_WEIGHTS[name]
     if path:
@@ -219,7 +223,7 @@ def _hub_weights(name: str, path: Path | None) -> _Weights:
     if mismatch:
         raise ConfigError(f"{label} holds a GPT-2 with {mismatch}, so it is not init={name} "
                           f"({entry.repo}); use init=checkpoint for other weights")
-    return _Weights(f"init={name}", entry.config, partial(load_pretrained, where))
+    return _Weights(f"init={name}", entry.config, partial(load, where))
 
 
 def _weights_dir_copy(entry: HubWeights) -> Path | None:
@@ -252,7 +256,7 @@ def _download(name: str, entry: HubWeights) -> Path:
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
-def _checkpoint_weights(path: Path) -> _Weights:
+def _checkpoint_weights(path: Path, load: Callable = load_pretrained) -> _Weights:
     """Weights and architecture from ``init.path`` of ``init=checkpoint``."""
     path = _existing_path(path, (".safetensors", ".ckpt"), CHECKPOINT_KINDS)
     if path.suffix == ".ckpt":
@@ -261,7 +265,7 @@ def _checkpoint_weights(path: Path) -> _Weights:
     if config is None:
         raise bad_value("init.path", str(path), "no config.json beside the weights to give their shapes; "
                         "copy it there from where the weights came from")
-    return _Weights(f"init=checkpoint ({path})", config, partial(load_pretrained, path))
+    return _Weights(f"init=checkpoint ({path})", config, partial(load, path))
 
 
 def _lightning_weights(path: Path) -> _Weights:
