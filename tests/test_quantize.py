@@ -5,8 +5,10 @@ import copy
 
 import pytest
 import torch
-from conftest import compose_config, run_script
+from helpers import compose_config, run_script
+from gpt_lightning.hydra_app import plain
 
+from gpt_lightning.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning import generate_app
 from gpt_lightning.generation import generate
@@ -60,7 +62,7 @@ def test_quantized_model_is_close_to_fp32_and_unties_the_head():
 
 def test_streaming_loader_equals_quantizing_in_memory(tmp_path, hf_tiny_folder):
     model = tiny()
-    folder = model.save_pretrained(tmp_path / "export")
+    folder = save_pretrained(model, tmp_path / "export")
     loaded = load_quantized(folder, model.config)
     expected = quantize_model(copy.deepcopy(model))
     x = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
@@ -78,7 +80,7 @@ def test_streaming_loader_equals_quantizing_in_memory(tmp_path, hf_tiny_folder):
 
 
 def test_streaming_loader_names_every_problem_before_loading(tmp_path):
-    folder = tiny().save_pretrained(tmp_path / "export")
+    folder = save_pretrained(tiny(), tmp_path / "export")
     wrong = GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=3, n_heads=4)
     with pytest.raises(ConfigError, match=r"missing h\.2\.ln_1\.weight"):
         load_quantized(folder, wrong)
@@ -101,7 +103,7 @@ def export(tmp_path_factory):
     """A 1-layer GPT with the GPT-2 vocabulary, written as our export folder."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50257, context_length=128, n_embd=16, n_layers=1, n_heads=2)).eval()
-    return model.save_pretrained(tmp_path_factory.mktemp("tiny_export")), model
+    return save_pretrained(model, tmp_path_factory.mktemp("tiny_export")), model
 
 
 def test_cli_int8_with_a_draft_streams_the_int8_greedy_text(tmp_path, export, tokenizer):
@@ -127,10 +129,9 @@ def test_cli_int8_with_a_draft_streams_the_int8_greedy_text(tmp_path, export, to
 ])
 def test_cli_bad_quantize_and_draft_values_fail_before_loading(tmp_path, export, overrides, message, monkeypatch):
     other = GPT(GPTConfig(vocab_size=50300, context_length=128, n_embd=16, n_layers=1, n_heads=2))
-    paths = {"SELF": str(export[0]), "OTHER": str(other.save_pretrained(tmp_path / "other"))}
+    paths = {"SELF": str(export[0]), "OTHER": str(save_pretrained(other, tmp_path / "other"))}
     overrides = [o.replace("SELF", paths["SELF"]).replace("OTHER", paths["OTHER"]) for o in overrides]
-    cfg = compose_config("generate", tmp_path / "run", ["init=checkpoint", f"init.path={export[0]}", "device=cpu",
-                                                        *overrides])
+    cfg = plain(compose_config("generate", ["init=checkpoint", f"init.path={export[0]}", "device=cpu", *overrides]))
     monkeypatch.setattr(generate_app, "load_model", lambda *a, **k: pytest.fail("loaded weights before checking"))
     with pytest.raises(ConfigError, match=message):
         generate_app.run(cfg)
