@@ -173,16 +173,17 @@ class TrackerRuns(L.Callback):
 
 
 def read_tracker_runs(ckpt_path: str | Path) -> dict[str, str]:
-    """The tracker run ids stored in a checkpoint ({} for checkpoints without any)."""
+    """The tracker run ids stored in a checkpoint ({} for checkpoints without any, and for a
+    path that is no checkpoint: ``resume.resolve`` reports that, before training starts)."""
     import torch
 
     path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise bad_value("ckpt_path", str(path), "no such file; give a checkpoint such as "
-                        "outputs/train/<run>/checkpoints/last.ckpt")
-    if not zipfile.is_zipfile(path):
-        raise bad_value("ckpt_path", str(path), "not a Lightning checkpoint (not a torch.save zip archive)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        return {}
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # a broken checkpoint: resume.resolve names the problem
+        return {}
     runs = ckpt.get(TRACKER_KEY) if isinstance(ckpt, dict) else None
     return dict(runs or {})
 

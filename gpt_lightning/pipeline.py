@@ -195,7 +195,7 @@ class CheckAgainstData(L.Callback):
 
 
 def build_logger(spec: TrainSpec, out: Path):
-    return build_trackers(spec.logger, out, ckpt_path=spec.run.ckpt_path)
+    return build_trackers(spec.logger, out, ckpt_path=resume.candidate(spec.run.ckpt_path, out))
 
 
 def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,

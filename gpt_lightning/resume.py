@@ -37,8 +37,24 @@ def resolve(ckpt_path, out: Path, module, datamodule, world_size: int) -> str | 
     return str(path)
 
 
+def candidate(ckpt_path, out: Path) -> str | None:
+    """The checkpoint ``ckpt_path`` points at before any check (``auto``: the newest last.ckpt
+    of the run folder, or None), for what must be known before the Trainer exists (the
+    trackers' run ids); :func:`resolve` checks it afterwards."""
+    if ckpt_path is None or str(ckpt_path) == "":
+        return None
+    if str(ckpt_path) == AUTO:
+        found = _candidates(Path(out) / "checkpoints")
+        return str(found[0]) if found else None
+    return str(ckpt_path)
+
+
+def _candidates(folder: Path) -> list[Path]:
+    return sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
 def _newest_valid(folder: Path, module, datamodule, world_size: int) -> str | None:
-    candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    candidates = _candidates(folder)
     if not candidates:
         log.info("ckpt_path=auto: no checkpoint in %s, starting fresh", folder)
         return None
