@@ -125,7 +125,7 @@ class GPTLitModule(L.LightningModule):
         for p in self.model.parameters():  # the tied head is the token embedding, listed once
             if not p.requires_grad:
                 continue
-            decayed = o["decay_embeddings"] if id(p) in embedding else id(p) in linear
+            decayed = o["decay_all"] or (o["decay_embeddings"] if id(p) in embedding else id(p) in linear)
             (decay if decayed else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"
@@ -166,7 +166,7 @@ class GPTLitModule(L.LightningModule):
 
 def _check_optim(o: dict) -> dict:
     defaults = {"lr": 4e-4, "min_lr": None, "weight_decay": 0.1, "betas": (0.9, 0.95), "eps": 1e-8,
-                "warmup": 0.1, "decay_embeddings": False}
+                "warmup": 0.1, "decay_embeddings": False, "decay_all": False}
     unknown = sorted(set(o) - set(defaults))
     if unknown:
         raise bad_value("optim", unknown, f"known keys are {sorted(defaults)}")
@@ -183,6 +183,9 @@ def _check_optim(o: dict) -> dict:
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         raise bad_value("optim.betas", list(o["betas"]), "two numbers in [0, 1), e.g. [0.9, 0.95]")
     o["betas"] = list(betas)
+    for key in ("decay_embeddings", "decay_all"):
+        if not isinstance(o[key], bool):
+            raise bad_value(f"optim.{key}", o[key], "true or false")
     return o
 
 

@@ -27,7 +27,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from .callbacks import LastCheckpoint, LossHistory, SampleText
+from .callbacks import LastCheckpoint, LossHistory, SampleText, TrainSetLoss
 from .checkpoint_io import AtomicCheckpointIO
 from .distributed import HydraDDPStrategy, HydraFSDPStrategy, job_scope
 from .errors import bad_value
@@ -113,6 +113,9 @@ def build_callbacks(cfg: DictConfig, out: Path) -> list[L.Callback]:
         callbacks.append(SampleText(prompt=c.samples.prompt, max_new_tokens=c.samples.max_new_tokens,
                                     temperature=c.samples.temperature, top_k=c.samples.top_k, out_dir=str(out),
                                     instruct=c.samples.get("instruct", False)))
+    train_eval = c.get("train_eval", {}).get("batches", 0)
+    if train_eval != 0:  # null = every training batch
+        callbacks.append(TrainSetLoss(train_eval))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))
     return callbacks
