@@ -208,13 +208,14 @@ def _positive(key: str, value, allow_none: bool = False, minimum: float = 1) -> 
 class OptimConfig:
     """``optim``: AdamW with linear warmup + cosine decay (conf/optim/adamw.yaml)."""
 
-    lr: float = 1e-3  # peak learning rate
+    lr: float = 5e-4  # peak learning rate
     min_lr: float | None = None  # end of the cosine decay; None = lr / 10
     weight_decay: float = 0.1  # decoupled weight decay on the decayed group
     betas: tuple[float, float] | list[float] = (0.9, 0.95)
     eps: float = 1e-8
     warmup: int | float = 0.1  # steps (int) or a fraction of all steps (float)
     decay_embeddings: bool = False  # also decay the token and position tables
+    decay_all: bool = False  # decay every parameter (biases, LayerNorms, embeddings: "LLMs from scratch")
 
     def __post_init__(self) -> None:
         if not self.lr > 0:
@@ -422,12 +423,21 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class TrainEvalConfig:
+    batches: int | None = 0  # training batches scored in eval mode after each validation; 0 = off, null = all
+
+    def __post_init__(self) -> None:
+        _positive("callbacks.train_eval.batches", self.batches, allow_none=True, minimum=0)
+
+
+@dataclass
 class CallbacksConfig:
     """``callbacks``: checkpoints, samples, early stopping (conf/callbacks/default.yaml)."""
 
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    train_eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
     eval: dict = field(default_factory=dict)  # benchmark scores during training (evaluation.callback checks it)
 
 

@@ -37,9 +37,10 @@ WEIGHTS_DIR_ENV = "GPT_LIGHTNING_WEIGHTS_DIR"
 ENDPOINT_ENV = "GPT_LIGHTNING_HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
-# GPTConfig fields that fix the shapes and maths of the weights (all but dropout).
+# GPTConfig fields that fix the shapes and maths of the weights (not dropout, nor
+# init_scheme, which only draws random weights).
 ARCH_KEYS = ("vocab_size", "context_length", "n_embd", "n_layers", "n_heads",
-             "qkv_bias", "bias", "layer_norm_epsilon")
+             "qkv_bias", "bias", "layer_norm_epsilon", "tie_embeddings")
 INIT_KEYS = ("name", "path")
 CHECKPOINT_KINDS = ("an export folder, a Hugging Face GPT-2 folder, a .safetensors file "
                     "(config.json beside it) or a Lightning .ckpt")
@@ -317,7 +318,8 @@ def _model_from_state(state: dict[str, torch.Tensor], path: Path, config: GPTCon
     except RuntimeError as err:  # shape mismatches
         raise bad_value("init.path", str(path), f"its weights do not fit {config}: "
                         f"{' '.join(str(err).split())}") from None
-    missing = [k for k in result.missing_keys if k != "lm_head.weight"]  # tied to wte.weight
+    tied = {"lm_head.weight"} if config.tie_embeddings else set()  # a tied head is wte.weight
+    missing = [k for k in result.missing_keys if k not in tied]
     if missing or result.unexpected_keys:
         raise bad_value("init.path", str(path), f"its weights do not fit {config}: missing "
                         f"{missing[:8]}, unexpected {result.unexpected_keys[:8]}")

@@ -214,7 +214,7 @@ class GPTLitModule(L.LightningModule):
         for p in self.model.parameters():  # the tied head is the token embedding, listed once
             if not p.requires_grad:
                 continue
-            decayed = o.decay_embeddings if id(p) in embedding else id(p) in linear
+            decayed = o.decay_all or (o.decay_embeddings if id(p) in embedding else id(p) in linear)
             (decay if decayed else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         fused = self.device.type == "cuda"

@@ -6,7 +6,8 @@ V = vocab_size.
 
 The layout follows OpenAI's GPT-2: token + learned position embeddings, pre-LayerNorm
 blocks of causal self-attention and a 4x GELU(tanh) MLP, a final LayerNorm and an LM head
-tied to the token embedding. Attention goes through
+tied to the token embedding (``tie_embeddings=False`` gives the head its own matrix, as in
+"LLMs from scratch"). Attention goes through
 ``torch.nn.functional.scaled_dot_product_attention`` so GPUs take the flash path.
 """
 
@@ -34,6 +35,8 @@ class GPTConfig:
     qkv_bias: bool = True  # GPT-2 has biases on the query/key/value projection
     bias: bool = True  # biases on the other linears and LayerNorms (GPT-2: True)
     layer_norm_epsilon: float = 1e-5
+    tie_embeddings: bool = True  # the LM head is the token embedding (GPT-2: True)
+    init_scheme: str = "gpt2"  # random weights: "gpt2" (normal 0.02, scaled residuals) or "pytorch" (module defaults)
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "context_length", "n_embd", "n_layers", "n_heads")
@@ -49,6 +52,11 @@ class GPTConfig:
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise bad_value("model.dropout", self.dropout, "a probability in [0, 1)")
+        for key in ("qkv_bias", "bias", "tie_embeddings"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad_value(f"model.{key}", getattr(self, key), "true or false")
+        if self.init_scheme not in INIT_SCHEMES:
+            raise bad_value("model.init_scheme", self.init_scheme, f"one of {list(INIT_SCHEMES)}")
 
     @property
     def head_dim(self) -> int:
@@ -71,6 +79,14 @@ class GPTConfig:
             raise bad_value("model.name", name, f"one of {sorted(SIZES)}")
         return cls(**{**SIZES[name], **overrides})
 
+
+# How GPT(config) draws random weights (``GPTConfig.init_scheme``):
+#   gpt2     GPT-2 / nanoGPT: every Linear and Embedding weight N(0, 0.02), biases 0, the two
+#            projections into the residual stream N(0, 0.02 / sqrt(2 n_layers)).
+#   pytorch  each module's own default, as "LLMs from scratch" builds its GPT: Embedding
+#            N(0, 1), Linear Kaiming-uniform (bias uniform in +-1/sqrt(fan_in)), no scaling.
+# LayerNorms start at weight 1, bias 0 in both.
+INIT_SCHEMES = ("gpt2", "pytorch")
 
 # Named sizes. The four GPT-2 releases (parameter counts with the tied head) plus tiny
 # shapes that train in seconds on a CPU.
@@ -178,14 +194,16 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)  # weight (V, C)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
         self.activation_checkpointing = False  # recompute blocks in backward to save memory
-        self.apply(self._init_weights)
-        # GPT-2 scales the projections that write into the residual stream.
-        for name, p in self.named_parameters():
-            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+        if config.init_scheme == "gpt2":  # "pytorch" keeps the defaults the modules drew above
+            self.apply(self._init_weights)
+            # GPT-2 scales the projections that write into the residual stream.
+            for name, p in self.named_parameters():
+                if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -197,7 +215,7 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, non_embedding: bool = False) -> int:
-        """Parameters counted once (the tied head is the token embedding)."""
+        """Parameters counted once (a tied head is the token embedding; an untied one counts)."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.wpe.weight.numel() if non_embedding else n
 

@@ -30,7 +30,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from . import resume, run_folder
-from .callbacks import LastCheckpoint, LossHistory, SampleText
+from .callbacks import LastCheckpoint, LossHistory, SampleText, TrainSetLoss
 from .checkpoint_io import AtomicCheckpointIO
 from .config import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from .distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
@@ -164,6 +164,8 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
         callbacks.append(SampleText(prompt=s.prompt, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
                                     top_k=s.top_k, out_dir=str(out), instruct=s.instruct))
     callbacks.append(CheckAgainstData(spec.trainer))
+    if c.train_eval.batches != 0:  # null = every training batch
+        callbacks.append(TrainSetLoss(c.train_eval.batches))
     if c.early_stopping.patience:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=c.early_stopping.patience))
     responses = spec.finetune.responses if spec.finetune else None

@@ -124,3 +124,41 @@ def test_named_sizes_exist():
     assert {"gpt2_small", "gpt2_medium", "gpt2_large", "gpt2_xl", "gpt2_tiny"} <= set(SIZES)
     with pytest.raises(ConfigError, match="one of"):
         GPTConfig.from_name("gpt5")
+
+
+def test_untied_head_is_its_own_matrix_and_counts(tiny_config):
+    from dataclasses import replace
+
+    tied, untied = GPT(tiny_config), GPT(replace(tiny_config, tie_embeddings=False))
+    assert untied.lm_head.weight is not untied.wte.weight
+    assert untied.num_params() == tied.num_params() + tiny_config.vocab_size * tiny_config.n_embd
+    # "LLMs from scratch" ch. 4 prints 163,009,536 for its GPT_CONFIG_124M (no qkv bias, untied)
+    with torch.device("meta"):
+        book = GPT(GPTConfig.from_name("gpt2_small", qkv_bias=False, tie_embeddings=False))
+    assert book.num_params() == 163_009_536
+
+
+def test_pytorch_initialisation_keeps_module_defaults():
+    """init_scheme=pytorch: Embedding N(0, 1), Linear Kaiming-uniform (+-1/sqrt(fan_in)), no scaling."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=500, context_length=64, n_embd=256, n_layers=8, n_heads=4,
+                    tie_embeddings=False, init_scheme="pytorch")
+    model = GPT(cfg)
+    assert abs(model.wte.weight.std().item() - 1.0) < 0.02 and abs(model.wpe.weight.std().item() - 1.0) < 0.02
+    for name in ("blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.3.mlp.fc", "blocks.3.mlp.proj", "lm_head"):
+        linear = model.get_submodule(name)
+        bound = 1 / linear.in_features ** 0.5  # kaiming_uniform_(a=sqrt(5)) as nn.Linear.reset_parameters
+        w = linear.weight
+        assert w.abs().max().item() <= bound and abs(w.std().item() - bound / 3 ** 0.5) < 0.05 * bound, name
+        if linear.bias is not None:
+            assert linear.bias.abs().max().item() <= bound and linear.bias.abs().max().item() > 0.5 * bound
+    assert torch.equal(model.blocks[0].ln_1.weight, torch.ones(256))
+    assert torch.equal(model.blocks[0].ln_1.bias, torch.zeros(256))
+
+
+@pytest.mark.parametrize("kwargs, key", [(dict(init_scheme="xavier"), "model.init_scheme"),
+                                         (dict(tie_embeddings="no"), "model.tie_embeddings"),
+                                         (dict(qkv_bias=1), "model.qkv_bias")])
+def test_bad_model_flags_name_the_key(kwargs, key):
+    with pytest.raises(ConfigError, match=rf"^{key}=.* is invalid: "):
+        GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=2, n_heads=4, **kwargs)
