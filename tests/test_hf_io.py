@@ -155,7 +155,7 @@ def test_bias_free_export_without_flags_in_config_json_infers_them(tmp_path):
 
 
 def test_non_zero_bias_for_a_bias_free_config_is_refused(tmp_path):
-    folder = _variant(dict(qkv_bias=False, bias=True, tie_embeddings=True)).save_pretrained(tmp_path / "e")
+    folder = save_pretrained(_variant(dict(qkv_bias=False, bias=True, tie_embeddings=True)), tmp_path / "e")
     state = load_file(str(folder / "model.safetensors"))
     state["transformer.h.1.attn.c_attn.bias"] = torch.full_like(state["transformer.h.1.attn.c_attn.bias"], 0.1)
     save_file(state, str(folder / "model.safetensors"))
@@ -164,7 +164,7 @@ def test_non_zero_bias_for_a_bias_free_config_is_refused(tmp_path):
 
 
 def test_untied_export_without_lm_head_is_refused(tmp_path):
-    folder = _variant(dict(qkv_bias=True, bias=True, tie_embeddings=False)).save_pretrained(tmp_path / "e")
+    folder = save_pretrained(_variant(dict(qkv_bias=True, bias=True, tie_embeddings=False)), tmp_path / "e")
     state = load_file(str(folder / "model.safetensors"))
     del state["lm_head.weight"]
     save_file(state, str(folder / "model.safetensors"))

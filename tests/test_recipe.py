@@ -8,7 +8,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from helpers import compose_config
+from gpt_lightning.config import train_spec
+from gpt_lightning.hydra_app import plain as plain_config
 from gpt_lightning import GPT, GPTConfig
 from gpt_lightning.callbacks import TrainSetLoss
 from gpt_lightning.lit_module import GPTLitModule
@@ -30,18 +32,18 @@ def test_decay_all_decays_every_parameter_once(tiny_config):
 
 
 def test_recipe_is_the_books_model_and_optimizer(tmp_path):
-    cfg = compose_config("train", tmp_path, ["experiment=verdict_124m"])
-    model_cfg = {k: v for k, v in OmegaConf.to_container(cfg.model).items() if k != "name"}
+    spec = train_spec(plain_config(compose_config("train", ["experiment=verdict_124m"])))
+    model_cfg = spec.model.to_dict()
     with torch.device("meta"):  # the book prints 163,009,536 parameters at context 1024
         assert GPT(GPTConfig(**{**model_cfg, "context_length": 1024})).num_params() == 163_009_536
         model = GPT(GPTConfig(**model_cfg))
     assert (model.config.init_scheme, model.config.dropout, model.config.context_length) == ("pytorch", 0.1, 256)
-    optimizer = _optimizer(model, OmegaConf.to_container(cfg.optim))
+    optimizer = _optimizer(model, spec.optim)
     decayed, plain = optimizer.param_groups
     assert len(decayed["params"]) == len(list(model.parameters())) and not plain["params"]
     assert decayed["betas"] == (0.9, 0.999) and decayed["lr"] == 4e-4 and decayed["weight_decay"] == 0.1
-    assert cfg.trainer.gradient_clip_val is None and cfg.optim.min_lr == cfg.optim.lr and cfg.optim.warmup == 0
-    assert any(isinstance(cb, TrainSetLoss) for cb in pipeline.build_callbacks(cfg, tmp_path))
+    assert spec.trainer.gradient_clip_val is None and spec.optim.min_lr == spec.optim.lr and spec.optim.warmup == 0
+    assert any(isinstance(cb, TrainSetLoss) for cb in pipeline.build_callbacks(spec.callbacks, tmp_path, spec))
 
 
 def test_train_set_loss_is_the_eval_mode_loss_of_the_first_batches():
