@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from .errors import bad_value
+from .report import short_path
 
 log = logging.getLogger("gpt_lightning")
 
@@ -298,25 +299,17 @@ def describe(trainer: L.Trainer) -> list[tuple[str, str]]:
     found = []
     for kind, logger in _each(trainer, "tensorboard", "wandb", "mlflow", "csv"):
         if kind == "tensorboard":
-            found.append(("tensorboard", f"tensorboard --logdir {_short(logger.log_dir)}"))
+            found.append(("tensorboard", f"tensorboard --logdir {short_path(logger.log_dir)}"))
         elif kind == "csv":
-            found.append(("csv", _short(Path(logger.log_dir) / "metrics.csv")))
+            found.append(("csv", short_path(Path(logger.log_dir) / "metrics.csv")))
         elif kind == "wandb":
             run = logger.experiment
             offline = str(getattr(run.settings, "mode", "")) in ("offline", "dryrun")
-            where = f"wandb sync {_short(run.dir).removesuffix('/files')}" if offline else getattr(run, "url", "")
+            where = f"wandb sync {short_path(run.dir).removesuffix('/files')}" if offline else getattr(run, "url", "")
             found.append(("wandb", f"run {run.id}: {where}"))
         else:
             found.append(("mlflow", f"run {logger.run_id}: mlflow ui --backend-store-uri {logger._tracking_uri}"))
     return found
-
-
-def _short(path) -> str:
-    path = Path(str(path))
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 __all__ = ["build_logger", "TrackerRuns", "read_tracker_runs", "MLFlowLogger", "log_text", "log_image", "log_rows",

@@ -88,7 +88,7 @@ class Int8Linear(nn.Module):
 def quantize_model(model: GPT) -> GPT:
     """Replace every Linear of ``model`` by an :class:`Int8Linear`, in place; returns it.
 
-    The tied head becomes a quantized copy of the token embedding, which stays fp32.
+    A tied head becomes a quantized copy of the token embedding, which stays fp32.
     """
     model.eval()
     with torch.no_grad():
@@ -96,7 +96,7 @@ def quantize_model(model: GPT) -> GPT:
             for parent, name in ((block.attn, "qkv"), (block.attn, "proj"), (block.mlp, "fc"), (block.mlp, "proj")):
                 linear = getattr(parent, name)
                 setattr(parent, name, Int8Linear.from_float(linear.weight, linear.bias))
-        model.lm_head = Int8Linear.from_float(model.wte.weight)
+        model.lm_head = Int8Linear.from_float(model.lm_head.weight)  # the tied one is wte.weight
     model.quantized = "int8"
     return model
 
@@ -118,7 +118,9 @@ def load_quantized(path: str | Path, config: GPTConfig) -> GPT:
     _fixed_mmap_threshold()
     weights, _ = _resolve(path)
     expected = _expected_shapes(config)
-    pairs = dict(_name_pairs(config))  # ours -> (theirs, transposed)
+    # ours -> (theirs, transposed), for the tensors this config has (a bias-free model skips
+    # the zero biases its export stores for transformers' sake)
+    pairs = {ours: pair for ours, pair in _name_pairs(config.n_layers) if ours in expected}
     try:
         with safe_open(str(weights), framework="pt") as f:
             stored = set(f.keys())
@@ -150,7 +152,12 @@ def load_quantized(path: str | Path, config: GPTConfig) -> GPT:
         for name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias"):
             if name in pairs:
                 _set_parameter(model, name, read(f, name))
-        model.lm_head = Int8Linear.from_float(model.wte.weight)
+        if config.tie_embeddings:
+            model.lm_head = Int8Linear.from_float(model.wte.weight)
+        elif "lm_head.weight" not in f.keys():
+            raise ConfigError(f"{weights} has no lm_head.weight, but its model has an untied head (tie_embeddings=false)")
+        else:
+            model.lm_head = Int8Linear.from_float(f.get_tensor("lm_head.weight").float())  # (V, C)
     for i, block in enumerate(model.blocks):
         with safe_open(str(weights), framework="pt") as f:
             get = lambda suffix: read(f, f"blocks.{i}.{suffix}") if f"blocks.{i}.{suffix}" in pairs else None  # noqa: E731

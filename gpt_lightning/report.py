@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 
-def _short(path) -> str:
+def short_path(path) -> str:
     """``path`` relative to the working folder when it is below it (shorter commands to copy)."""
     path = Path(str(path))
     try:
@@ -26,15 +26,15 @@ def resume_command(command: str | None, run_dir: Path) -> str | None:
     if not command:
         return None
     words = [w for w in shlex.split(command) if not w.startswith(("ckpt_path=", "hydra.run.dir=", "-m", "--multirun"))]
-    last = _short(Path(run_dir) / "checkpoints" / "last.ckpt")
-    return shlex.join(words + [f"ckpt_path={last}", f"hydra.run.dir={_short(run_dir)}"])
+    last = short_path(Path(run_dir) / "checkpoints" / "last.ckpt")
+    return shlex.join(words + [f"ckpt_path={last}", f"hydra.run.dir={short_path(run_dir)}"])
 
 
 def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, str]] = (),
                   command: str | None = None, instruct_prompt: str | None = None) -> str:
     """The end-of-run report as text."""
     r = result
-    lines = [f"Run finished: {_short(run_dir)}/",
+    lines = [f"Run finished: {short_path(run_dir)}/",
              f"  validation loss  best {_loss(r.get('best_val_loss'), r.get('best_val_perplexity'))}, "
              f"last {_loss(r.get('final_val_loss'), r.get('final_val_perplexity'))}"]
     session = r.get("tokens_this_run")
@@ -45,9 +45,9 @@ def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, 
     lines.append(f"  trainer.fit      {r.get('time_s')} s with data set-up, validation and samples; "
                  f"{r.get('params', 0):,} parameters")
     if r.get("best_checkpoint"):
-        lines.append(f"  best checkpoint  {_short(r['best_checkpoint'])}")
+        lines.append(f"  best checkpoint  {short_path(r['best_checkpoint'])}")
     if r.get("export"):
-        lines.append(f"  export           {_short(r['export'])}/ (weights, tokenizer, model card README.md; "
+        lines.append(f"  export           {short_path(r['export'])}/ (weights, tokenizer, model card README.md; "
                      "transformers opens it as it is)")
     for kind, where in trackers:
         if kind in ("wandb", "mlflow", "csv"):
@@ -57,7 +57,7 @@ def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, 
         if kind == "tensorboard":
             lines.append(f"  {where}")
     if r.get("export"):
-        generate = f"python generate.py init=checkpoint init.path={_short(r['export'])}"
+        generate = f"python generate.py init=checkpoint init.path={short_path(r['export'])}"
         if instruct_prompt:
             generate += f" instruct=true prompt={shlex.quote(instruct_prompt)}"
         lines.append(f"  {generate}")

@@ -98,3 +98,14 @@ def read_only():
     yield make
     for step in reversed(undo):
         step()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module of tiny-model tests: their ops take microseconds, and
+    handing each to a second OpenMP thread costs more than the op (milliseconds when the
+    other core is busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,12 +29,7 @@ def export(tmp_path_factory):
     return save_pretrained(model, tmp_path_factory.mktemp("tiny_export")), model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: OpenMP hand-offs would cost more than the ops
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 def compose(tmp_path, export, *overrides):

@@ -40,14 +40,7 @@ def fixed_logits_model(logits: torch.Tensor) -> GPT:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run microsecond ops, where handing each to a second OpenMP thread costs
-    more than the op (milliseconds when the other core is busy)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 @pytest.fixture(scope="module")

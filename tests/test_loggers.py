@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helpers import compose_config, run_job
+from gpt_lightning.config import OptimConfig
 from gpt_lightning.hydra_app import plain
 from gpt_lightning import ConfigError
 from gpt_lightning.loggers import TRACKER_KEY, build_logger
@@ -64,7 +65,7 @@ def test_resumed_run_continues_the_same_wandb_and_mlflow_runs(tracked_runs):
     assert table["columns"] == ["step", "prompt", "completion"] and table["data"][0][:2] == [4, "Every effort moves you"]
     images = [row for row in runs[1]["history"] if "loss/filenames" in row]  # the loss plot
     assert (files[1].parent / "files" / images[0]["loss/filenames"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert runs[1]["config"]["optim.lr"] == 1e-3
+    assert runs[1]["config"]["optim.lr"] == OptimConfig().lr  # the run's (default) learning rate
 
     # MLflow: one run in the store holding both sessions
     client = MlflowClient(tracking_uri=store)
@@ -76,7 +77,7 @@ def test_resumed_run_continues_the_same_wandb_and_mlflow_runs(tracked_runs):
     logged_val = [m.value for m in sorted(client.get_metric_history(run_id, "val/loss"), key=lambda m: m.step)]
     assert logged_val == pytest.approx([v for _, v, _ in history], rel=1e-6)
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED" and run.data.params["optim.lr"] == "0.001"
+    assert run.info.status == "FINISHED" and run.data.params["optim.lr"] == str(OptimConfig().lr)
     assert run.data.metrics["hp/best_val_loss"] == pytest.approx(second["best_val_loss"], rel=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"loss.png", "samples"} <= artifacts

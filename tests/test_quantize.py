@@ -15,12 +15,7 @@ from gpt_lightning.generation import generate
 from gpt_lightning.quantize import Int8Linear, check_quantize, load_quantized, quantize_model, quantize_weight
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: OpenMP hand-offs would cost more than the ops
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 def test_int8_linear_follows_its_formula():
@@ -58,6 +53,22 @@ def test_quantized_model_is_close_to_fp32_and_unties_the_head():
     # KV-cache decoding works on the quantized model like on any other
     out = generate(q, x[:, :5].tolist(), max_new_tokens=6, temperature=0.0)
     assert all(len(o) == 6 for o in out)
+
+
+@pytest.mark.parametrize("flags", [dict(qkv_bias=False, bias=False, tie_embeddings=True),
+                                   dict(qkv_bias=True, bias=True, tie_embeddings=False)], ids=["no-bias", "untied"])
+def test_streaming_loader_handles_bias_free_and_untied_exports(tmp_path, flags):
+    """The export of such a model stores zero biases / lm_head.weight; int8 keeps what it has."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=2, n_heads=4, **flags)).eval()
+    folder = save_pretrained(model, tmp_path / "export")
+    loaded = load_quantized(folder, model.config)
+    expected = quantize_model(copy.deepcopy(model))
+    x = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), expected(x))  # the same quantization, done two ways
+        ref = model(x)
+        assert (loaded(x) - ref).abs().max() < 0.02 * ref.abs().max()
 
 
 def test_streaming_loader_equals_quantizing_in_memory(tmp_path, hf_tiny_folder):

@@ -43,12 +43,7 @@ NAME = "tiny"
 CAP = 100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: a second OpenMP thread costs more than it gives
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 @pytest.fixture(scope="module")

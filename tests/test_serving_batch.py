@@ -17,12 +17,7 @@ from gpt_lightning.serving.scheduler import QueueFull, Sampling, Scheduler, Sequ
 VOCAB = 97
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: a second OpenMP thread costs more than it gives
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 def wide_model(context_length: int = 48) -> GPT:

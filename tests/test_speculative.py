@@ -24,12 +24,7 @@ def tiny(seed: int, vocab: int = 97, n_embd: int = 32, n_layers: int = 2, std: f
     return model.eval()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: OpenMP hand-offs would cost more than the ops
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second OpenMP thread costs more than it gives
 
 
 @pytest.fixture(scope="module")
