@@ -210,6 +210,14 @@ class LastCheckpoint(ModelCheckpoint):
             self._save(trainer)
             PREEMPTION.stop(self.path, trainer.global_step)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        # Lightning (2.6) writes save_last at validation end only when a top-k checkpoint was
+        # written in that step, and this callback keeps no top-k: with no step interval,
+        # last.ckpt is written here, after each validation.
+        super().on_validation_end(trainer, pl_module)
+        if self._every_n_train_steps == 0 and not trainer.sanity_checking:
+            self._save(trainer)
+
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_ended()
         self._save(trainer)

@@ -187,3 +187,23 @@ def test_loss_history_plots_every_validation_at_its_token_count(trained_run):
     train_loss = [v for _, v in scalars(acc, "train/loss")]
     assert [v for _, v, _ in history["train"]] == pytest.approx(train_loss, rel=1e-6)
     assert [t for t, _, _ in history["train"]] == [128 * step for step in range(1, 17)]
+
+
+def test_last_checkpoint_is_written_after_each_validation(tmp_path, monkeypatch):
+    """callbacks.checkpoint.every_n_train_steps=null: last.ckpt holds the state of the latest
+    validation while training goes on (not only once training ends)."""
+    import lightning as L
+
+    seen = {}
+
+    class Look(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+            seen[trainer.global_step] = (torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+                                         if last.is_file() else None)
+
+    build = pipeline.build_callbacks
+    monkeypatch.setattr(pipeline, "build_callbacks", lambda c, out, spec: build(c, out, spec) + [Look()])
+    run_job("train", tmp_path / "run", TINY + ["trainer.max_steps=7", "trainer.val_check_interval=3", "logger=none",
+                                               "callbacks.samples.enabled=false", "export=false"])
+    assert seen[2] is None and seen[3] == 3 and seen[5] == 3 and seen[6] == 6
