@@ -20,6 +20,22 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def wide_gpt(vocab_size: int, context_length: int, seed: int = 0):
+    """A random 2-layer GPT with wide weights (N(0, 0.3)), so its greedy text varies instead of
+    repeating and a position or cache mistake shows in the tokens."""
+    import torch
+
+    from gpt_lightning import GPT, GPTConfig
+
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab_size, context_length=context_length, n_embd=32, n_layers=2, n_heads=4))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model.eval()
+
+
 def data_dir() -> Path:
     path = os.environ.get("GPT_LIGHTNING_DATA_DIR")
     if not path:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gpt_lightning.hf_io import load_pretrained, save_pretrained
+from helpers import wide_gpt
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.generation import (StopCriteria, StreamDecoder, apply_repetition_penalty, beam_search,
                                       filter_top_k, filter_top_p, generate, process_logits, sample,
@@ -18,14 +19,7 @@ PROMPTS = [[5, 17, 42, 8, 3], [1], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 
 
 
 def tiny_model(seed: int = 0, context_length: int = 64) -> GPT:
-    """A random 2-layer GPT with wide weights, so its greedy text varies instead of repeating."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=context_length, n_embd=32, n_layers=2, n_heads=4))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+    return wide_gpt(VOCAB, context_length, seed)
 
 
 def fixed_logits_model(logits: torch.Tensor) -> GPT:

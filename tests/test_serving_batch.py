@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 
+from helpers import wide_gpt
 from gpt_lightning import GPT, GPTConfig
 from gpt_lightning.generation import StopCriteria, generate, make_generators
 from gpt_lightning.serving.batch import DecodeBatch
@@ -21,14 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: a second Open
 
 
 def wide_model(context_length: int = 48) -> GPT:
-    """Random weights wide enough that the text varies (position mistakes then show)."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, context_length=context_length, n_embd=32, n_layers=2, n_heads=4))
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    return model.eval()
+    return wide_gpt(VOCAB, context_length)
 
 
 def test_rows_joining_and_leaving_match_full_recomputation():
