@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import wide_gpt
-from gpt_lightning import GPT, GPTConfig
+from gpt_lightning import GPT
 from gpt_lightning.generation import StopCriteria, generate, make_generators
 from gpt_lightning.serving.batch import DecodeBatch
 from gpt_lightning.serving.scheduler import QueueFull, Sampling, Scheduler, Sequence
