@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from gpt_lightning import hydra_app
+from gpt_lightning.cli import hydra_adapter as hydra_app
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="serve")

@@ -1,7 +1,7 @@
 """HellaSwag-format items/s: our batched scorer vs a plain one-item-at-a-time loop with
 transformers' GPT2LMHeadModel, on the same random weights.
 
-    ours  the library path evaluate.py takes (gpt_lightning.evaluation.hellaswag): items
+    ours  the library path evaluate.py takes (gpt_lightning.evaluate.hellaswag): items
           sorted by length, --batch-size endings per forward, right-padded, the output
           layer only where an ending token is predicted
     hf    the loop most scripts use (nanoGPT / llm.c's hellaswag.py): per item, its 4
@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
 from gpt_lightning.download import fetch_dataset  # noqa: E402
-from gpt_lightning.evaluation.hellaswag import HellaSwag, load_records  # noqa: E402
+from gpt_lightning.evaluate.hellaswag import HellaSwag, load_records  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

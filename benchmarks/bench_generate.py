@@ -35,9 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, SIZES, GPTConfig  # noqa: E402
-from gpt_lightning.generation import generate, to_inference_layout  # noqa: E402
+from gpt_lightning.generate.sampling import generate, to_inference_layout  # noqa: E402
 from gpt_lightning.quantize import quantize_model  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

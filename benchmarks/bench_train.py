@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed copy
 
 from gpt_lightning import GPT, GPTConfig  # noqa: E402
-from gpt_lightning.lit_module import PEAK_TFLOPS, GPTLitModule  # noqa: E402
+from gpt_lightning.train.module import PEAK_TFLOPS, GPTLitModule  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -210,7 +210,7 @@ def attention_kernel(model: GPT, batch: dict, device: str, precision: str) -> st
 
 
 def _ours_to_hf_state(model: GPT) -> dict:
-    from gpt_lightning.hf_io import ours_to_hf
+    from gpt_lightning.weights.hf_io import ours_to_hf
 
     return ours_to_hf(model) | {"lm_head.weight": model.wte.weight.detach().cpu()}
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt_lightning import SIZES, GPTConfig  # noqa: E402
-from gpt_lightning.hf_io import _expected_shapes, _name_pairs, config_to_hf  # noqa: E402
+from gpt_lightning.weights.hf_io import _expected_shapes, _name_pairs, config_to_hf  # noqa: E402
 
 
 def write_checkpoint(folder: Path, cfg: GPTConfig, seed: int = 0) -> int:

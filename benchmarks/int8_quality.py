@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gpt_lightning import get_tokenizer  # noqa: E402
 from gpt_lightning.data.pretrain import CORPORA  # noqa: E402
 from gpt_lightning.download import fetch_dataset  # noqa: E402
-from gpt_lightning.generation import generate  # noqa: E402
-from gpt_lightning.init import build_model  # noqa: E402
+from gpt_lightning.generate.sampling import generate  # noqa: E402
+from gpt_lightning.weights.sources import build_model  # noqa: E402
 from gpt_lightning.quantize import quantize_model  # noqa: E402
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError
+from gpt_lightning.errors import ConfigError
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
 # .<target name>.<host>-<pid>.<mkstemp's random part>.tmp

@@ -19,8 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
-from .progress import byte_progress
+from gpt_lightning.errors import ConfigError
+from gpt_lightning.progress import byte_progress
 
 CHUNK = 1 << 20
 

@@ -13,8 +13,8 @@ import math
 import torch
 import torch.nn as nn
 
-from .errors import bad_value
-from .model import GPT
+from gpt_lightning.errors import bad_value
+from gpt_lightning.model import GPT
 
 TARGETS = ("qkv", "proj", "fc")  # attention q/k/v and output projections, MLP in and out
 

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .errors import ConfigError, bad_value
+from gpt_lightning.errors import ConfigError, bad_value
 
 
 @dataclass

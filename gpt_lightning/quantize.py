@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 
-from .errors import ConfigError, bad_value
-from .model import GPT, GPTConfig
+from gpt_lightning.errors import ConfigError, bad_value
+from gpt_lightning.model import GPT, GPTConfig
 
 QUANTIZE = (None, "int8")  # the values of generate.py's quantize key
 
@@ -113,7 +113,7 @@ def load_quantized(path: str | Path, config: GPTConfig) -> GPT:
     the pages already read leave the process); each Linear weight is quantized as soon as
     it is read. Every name and shape is checked before anything is loaded.
     """
-    from .hf_io import _expected_shapes, _name_pairs, _resolve
+    from gpt_lightning.weights.hf_io import _expected_shapes, _name_pairs, _resolve
 
     _fixed_mmap_threshold()
     weights, _ = _resolve(path)

@@ -6,7 +6,7 @@ import functools
 import os
 from typing import Iterable, Sequence
 
-from .errors import ConfigError
+from gpt_lightning.errors import ConfigError
 
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 50256
@@ -72,7 +72,7 @@ def bpe_file(name: str):
     import tempfile
     from pathlib import Path
 
-    from .download import Source, cache_dir, download
+    from gpt_lightning.download import Source, cache_dir, download
 
     url = next(u for u in BPE_FILES if u.endswith("/" + name))
     folder = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))

@@ -72,7 +72,7 @@ def ddp_grad(out: Path, rank: int) -> dict:
     from torch.utils.data import DataLoader
 
     from gpt_lightning.data.instruct import InstructCollator
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
 
     keep = _KeepGrads()
     module = GPTLitModule(tiny(), {"lr": 1e-3})
@@ -89,7 +89,7 @@ def val_padding(out: Path, rank: int) -> dict:
     from lightning.pytorch.strategies import DDPStrategy
 
     from gpt_lightning.data.pretrain import PretrainDataModule
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
 
     dm = PretrainDataModule(name="verdict", max_length=64, batch_size=2, val_fraction=0.02, progress=False)
     module = GPTLitModule(tiny(vocab_size=50257), {"lr": 1e-3})
@@ -106,11 +106,11 @@ def val_padding(out: Path, rank: int) -> dict:
 def fsdp(out: Path, rank: int) -> dict:
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from gpt_lightning.callbacks import SampleText
+    from gpt_lightning.train.callbacks import SampleText
     from gpt_lightning.data.instruct import InstructDataModule
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
     from gpt_lightning.model import Block
-    from gpt_lightning.responses import write_responses
+    from gpt_lightning.train.callbacks.responses import write_responses
 
     records = [{"instruction": f"Say {word} twice.", "input": "", "output": f"{word} {word}"}
                for word in ("red", "green", "blue", "black", "white", "pink", "grey", "gold", "teal", "tan")]

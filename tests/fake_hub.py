@@ -12,10 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from gpt_lightning.download import sha256_of
-from gpt_lightning.hf_io import read_config
+from gpt_lightning.weights.hf_io import read_config
 import torch
 
-from gpt_lightning.init import HUB_WEIGHTS, HubWeights, build_model
+from gpt_lightning.weights.sources import HUB_WEIGHTS, HubWeights, build_model
 
 REPO, REVISION = "openai-community/gpt2", "test-rev"
 WEIGHTS_URL = f"/{REPO}/resolve/{REVISION}/model.safetensors"

@@ -31,7 +31,9 @@ def _die() -> None:
 
 
 def _kill_in_atomic_writes(pattern: str, nth: int, phase: str) -> None:
-    from gpt_lightning import atomic, checkpoint_io, hf_io
+    from gpt_lightning import atomic
+    from gpt_lightning.train import checkpoint_io
+    from gpt_lightning.weights import hf_io
     from gpt_lightning.data import token_cache
 
     real = atomic.atomic_write
@@ -62,7 +64,7 @@ def _kill_in_atomic_writes(pattern: str, nth: int, phase: str) -> None:
 
 
 def _at_step(step: int, action) -> None:
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
 
     real = GPTLitModule.on_train_batch_start
 
@@ -76,7 +78,7 @@ def _at_step(step: int, action) -> None:
 
 
 def _wait_for_signal(marker: str) -> None:
-    from gpt_lightning.preemption import PREEMPTION
+    from gpt_lightning.train.preemption import PREEMPTION
 
     Path(marker).write_text(str(os.getpid()))
     deadline = time.monotonic() + 60

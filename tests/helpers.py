@@ -53,8 +53,8 @@ def compose_config(config_name: str, overrides: list[str]):
 
 def run_job(config_name: str, out_dir: Path, overrides: list[str]) -> dict:
     """Run train.py's or finetune.py's job in this process, into ``out_dir``, as the CLI would."""
-    from gpt_lightning.hydra_app import explicit_model_keys, plain, train_job
-    from gpt_lightning.pipeline import RunContext
+    from gpt_lightning.cli.hydra_adapter import explicit_model_keys, plain, train_job
+    from gpt_lightning.train.job import RunContext
 
     values = plain(compose_config(config_name, overrides))
     ctx = RunContext(out_dir=Path(out_dir), overrides=list(overrides), explicit_model_keys=explicit_model_keys(overrides),

@@ -12,13 +12,12 @@ from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_config
 from gpt_lightning import ConfigError, GPTConfig
-from gpt_lightning.config import (CallbacksConfig, DDPConfig, FinetuneConfig, FSDPConfig, OptimConfig, PerfConfig,
-                                  StrategyConfig, TrainerConfig, build, train_spec)
+from gpt_lightning.config.schemas import (CallbacksConfig, DDPConfig, FinetuneConfig, FSDPConfig, OptimConfig, PerfConfig, StrategyConfig, TrainerConfig, build, train_spec)
 from gpt_lightning.data.instruct import InstructDataModule
 from gpt_lightning.data.pretrain import PretrainDataModule
-from gpt_lightning.generate_app import GenerateConfig
-from gpt_lightning.hydra_app import plain
-from gpt_lightning.config import parse
+from gpt_lightning.generate.job import GenerateConfig
+from gpt_lightning.cli.hydra_adapter import plain
+from gpt_lightning.config.schemas import parse
 
 CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
@@ -45,7 +44,7 @@ def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path
     spec = train_spec(values)
     assert spec.data is not None and isinstance(spec.trainer, TrainerConfig)
     if spec.logger and not {"wandb", "mlflow"} & set(spec.logger):  # the trackers have their own tests
-        from gpt_lightning.loggers import build_logger
+        from gpt_lightning.train.trackers import build_logger
 
         assert build_logger(spec.logger, tmp_path)
 
@@ -102,7 +101,7 @@ def test_data_yaml_defaults_equal_the_data_module_signature(path, module):
     for key, value in _yaml(path).items():
         default = params[key].default
         if key == "template":
-            from gpt_lightning.template import PromptTemplate
+            from gpt_lightning.data.template import PromptTemplate
             assert PromptTemplate(**value) == PromptTemplate(), key
         elif isinstance(value, str) and value.startswith("${"):
             continue  # interpolated from the top-level config (seed)
@@ -112,7 +111,7 @@ def test_data_yaml_defaults_equal_the_data_module_signature(path, module):
 
 @pytest.mark.parametrize("name", ["generate", "serve"])
 def test_generate_and_serve_yaml_equal_their_schemas(name):
-    from gpt_lightning.serving.launch import ServeConfig
+    from gpt_lightning.serve.job import ServeConfig
 
     values = _yaml(f"{name}.yaml")
     values.pop("defaults"), values.pop("hydra")
@@ -139,9 +138,9 @@ def test_every_key_has_a_comment():
 
 def test_a_tiny_run_without_hydra(tmp_path):
     """The library alone: typed configs in, a finished run folder out."""
-    from gpt_lightning.config import RunConfig, SamplesConfig, TrainSpec
-    from gpt_lightning.init import InitConfig
-    from gpt_lightning.pipeline import RunContext, train
+    from gpt_lightning.config.schemas import RunConfig, SamplesConfig, TrainSpec
+    from gpt_lightning.weights.sources import InitConfig
+    from gpt_lightning.train.job import RunContext, train
 
     spec = TrainSpec(
         model=GPTConfig.from_name("gpt2_tiny"), init=InitConfig("scratch"),

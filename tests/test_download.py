@@ -10,7 +10,7 @@ import pytest
 from fake_hub import WEIGHTS_URL, max_logit_diff as _max_logit_diff, openai_124m as _openai_124m
 from gpt_lightning import ConfigError
 from gpt_lightning import download as dl
-from gpt_lightning.init import HUB_WEIGHTS
+from gpt_lightning.weights.sources import HUB_WEIGHTS
 
 
 def test_unchanged_cached_file_is_not_hashed_again(tmp_path, monkeypatch):

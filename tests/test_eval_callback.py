@@ -8,12 +8,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import compose_config, run_script
 from eval_fixtures import LAMBADA, write_lambada
-from gpt_lightning.hf_io import load_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained
 from gpt_lightning import GPT, ConfigError
-from gpt_lightning.evaluation import lambada
-from gpt_lightning.evaluation.callback import eval_callbacks
-from gpt_lightning.evaluation.tasks import evaluate
-from gpt_lightning.sweep import write_summary
+from gpt_lightning.evaluate import lambada
+from gpt_lightning.train.callbacks.evaluation import eval_callbacks
+from gpt_lightning.evaluate.tasks import evaluate
+from gpt_lightning.runs.sweep import write_summary
 
 SMOKE = ["debug=smoke", "trainer.enable_progress_bar=false", "callbacks.samples.enabled=false"]
 
@@ -57,8 +57,8 @@ def test_sweep_summary_has_a_column_per_metric(tmp_path):
 
 
 def test_callback_config_is_checked(tmp_path):
-    from gpt_lightning.config import train_spec
-    from gpt_lightning.hydra_app import plain
+    from gpt_lightning.config.schemas import train_spec
+    from gpt_lightning.cli.hydra_adapter import plain
 
     assert eval_callbacks(train_spec(plain(compose_config("train", []))).callbacks.eval) == []  # off by default
     with pytest.raises(ConfigError, match=r"callbacks.eval.tasks=\['judge'\] is invalid: tasks are perplexity, "
@@ -74,8 +74,8 @@ def test_yaml_defaults_and_library_agree():
     from omegaconf import OmegaConf
 
     from helpers import ROOT
-    from gpt_lightning.evaluation.judge import JudgeSettings
-    from gpt_lightning.evaluation.scoring import BATCH_SIZE
+    from gpt_lightning.evaluate.judge import JudgeSettings
+    from gpt_lightning.evaluate.scoring import BATCH_SIZE
 
     conf = ROOT / "conf"
     assert OmegaConf.load(conf / "evaluate.yaml").batch_size == BATCH_SIZE

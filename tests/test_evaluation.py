@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from helpers import compose_config, run_script
-from gpt_lightning.hf_io import load_pretrained
-from gpt_lightning.hydra_app import plain
+from gpt_lightning.weights.hf_io import load_pretrained
+from gpt_lightning.cli.hydra_adapter import plain
 from eval_fixtures import HELLASWAG, LAMBADA, write_hellaswag, write_lambada, write_responses, write_text
 from gpt_lightning import GPT, ConfigError
-from gpt_lightning.evaluation import hellaswag, lambada
-from gpt_lightning.evaluation.perplexity import Perplexity, windows
-from gpt_lightning.evaluation.scoring import score_pairs
-from gpt_lightning.evaluation.tasks import evaluate
+from gpt_lightning.evaluate import hellaswag
+from gpt_lightning.evaluate import lambada
+from gpt_lightning.evaluate.perplexity import Perplexity, windows
+from gpt_lightning.evaluate.scoring import score_pairs
+from gpt_lightning.evaluate.tasks import evaluate
 
 CONTEXT = 64
 
@@ -129,7 +130,7 @@ def test_download_is_cached_and_verified(tmp_path, monkeypatch, tokenizer):
 
     from fake_hub import Hub
     from gpt_lightning import download
-    from gpt_lightning.evaluation.files import dataset_file
+    from gpt_lightning.evaluate.files import dataset_file
 
     root = tmp_path / "hub"
     root.mkdir()
@@ -204,8 +205,8 @@ def test_evaluate_cli_several_tasks(models, tmp_path):
     ("hellaswag.path=/nope.jsonl", "error: hellaswag.path='/nope.jsonl' is not a file"),
 ])
 def test_bad_config_is_one_line_before_weights(tmp_path, override, message, tokenizer):
-    import gpt_lightning.hydra_app  # noqa: F401 (registers the config's resolver)
-    from gpt_lightning.evaluation.app import run
+    import gpt_lightning.cli.hydra_adapter  # noqa: F401 (registers the config's resolver)
+    from gpt_lightning.evaluate.job import run
 
     responses = write_responses(tmp_path / "r.jsonl")
     task = "task=" + {"judge": "judge", "hellaswag": "hellaswag"}.get(override.split(".")[0], "perplexity")

@@ -1,6 +1,6 @@
 """The export folder: transformers opens it offline (pipeline, AutoTokenizer), it generates what
 generate.py generates, its model card states the data hash and the results, and
-`python -m gpt_lightning.export` writes the same folder from a checkpoint."""
+`python -m gpt_lightning.weights.export` writes the same folder from a checkpoint."""
 
 import csv
 import hashlib
@@ -13,13 +13,13 @@ import yaml
 from safetensors.torch import load_file
 
 from helpers import compose_config, data_dir, run_job
-from gpt_lightning.hf_io import load_pretrained
-from gpt_lightning.hydra_app import plain
+from gpt_lightning.weights.hf_io import load_pretrained
+from gpt_lightning.cli.hydra_adapter import plain
 from gpt_lightning import GPT, get_tokenizer
-from gpt_lightning import export as export_cli
-from gpt_lightning import generate_app
-from gpt_lightning.generation import generate
-from gpt_lightning.model_card import DEFAULT_LICENSE
+from gpt_lightning.weights import export as export_cli
+from gpt_lightning.generate import job as generate_app
+from gpt_lightning.generate.sampling import generate
+from gpt_lightning.weights.model_card import DEFAULT_LICENSE
 
 # two validations (steps 2 and 4), so a curve that lags one validation behind shows
 SMOKE = ["debug=smoke", "trainer.enable_progress_bar=false", "logger=csv", "trainer.val_check_interval=2"]
@@ -134,7 +134,7 @@ def test_export_cli_bad_source_is_one_line(tmp_path, capsys):
 def test_license_default_is_the_yaml_default():
     from helpers import ROOT
 
-    from gpt_lightning.config import CardConfig
+    from gpt_lightning.config.schemas import CardConfig
 
     assert yaml.safe_load((ROOT / "conf" / "base.yaml").read_text())["card"]["license"] == DEFAULT_LICENSE
     assert CardConfig().license == DEFAULT_LICENSE

@@ -24,11 +24,12 @@ import pytest
 import torch
 
 from helpers import ROOT, run_job
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import ConfigError
-from gpt_lightning import atomic, run_folder
+from gpt_lightning import atomic
+from gpt_lightning.train import run_folder
 from gpt_lightning.atomic import WriteError, atomic_write, remove_stale_tmp
-from gpt_lightning.checkpoint_io import AtomicCheckpointIO
+from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 
 # ---- subprocess runs: 10 steps of a tiny GPT-2, epochs of 4 batches, last.ckpt every 3 steps ----
 RUN = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "model.dropout=0.1",
@@ -407,7 +408,7 @@ def test_atomic_tmp_file_is_named_by_its_writer(tmp_path):
 @pytest.mark.parametrize("warmup, total, warns", [(50, 10, True), (11, 10, True), (10, 10, False), (0.5, 10, False)])
 def test_warmup_longer_than_the_run_warns_with_the_numbers(tiny_config, caplog, warmup, total, warns):
     from gpt_lightning import GPT
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
 
     module = GPTLitModule(GPT(tiny_config), {"lr": 1e-3, "warmup": warmup})
     module.trainer = SimpleNamespace(estimated_stepping_batches=total, is_global_zero=True)
@@ -440,7 +441,7 @@ SIGNAL_PHASES = [("before", True), ("after", False)]
 @pytest.mark.parametrize("phase, stops", SIGNAL_PHASES)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
 def test_signal_before_training_stops_at_once_and_after_training_lets_the_run_finish(phase, stops, sig, capsys):
-    from gpt_lightning.preemption import PREEMPTION
+    from gpt_lightning.train.preemption import PREEMPTION
 
     before = signal.getsignal(sig)
     with PREEMPTION.catching():

@@ -1,6 +1,6 @@
 """finetune.py: a tiny init served over loopback HTTP, tuned on a slice of the 1,100 records."""
 
-from gpt_lightning.hf_io import load_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained
 import json
 
 import pytest
@@ -32,7 +32,8 @@ def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path,
         "trainer.val_check_interval=10", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false",
         "optim.lr=2e-3", "optim.warmup=3", "callbacks.samples.max_new_tokens=5", "finetune.responses.max_new_tokens=12",
         "data.template.preamble=", "data.template.response_header=Answer:"]
-    from gpt_lightning import generation, pipeline  # noqa: F401 (imported first: responses keep the real generate)
+    from gpt_lightning.generate import sampling as generation
+    from gpt_lightning.train import job as pipeline  # noqa: F401 (imported first: responses keep the real generate)
 
     prompts = []  # what the samples after each validation feed the model (a spy: the real generate runs)
     real_generate = generation.generate
@@ -59,8 +60,8 @@ def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path,
     # The samples after each validation use data.template.*, the template trained on: the
     # last one (step 20, the final weights) is what the export answers in that template.
     from gpt_lightning import GPT, get_tokenizer
-    from gpt_lightning.callbacks import SampleText
-    from gpt_lightning.template import template_from_config
+    from gpt_lightning.train.callbacks import SampleText
+    from gpt_lightning.data.template import template_from_config
 
     cfg = compose_config("finetune", overrides)
     template = template_from_config(cfg.data.template)

@@ -8,14 +8,15 @@ import pytest
 import torch
 from helpers import compose_config, run_script
 
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning import generate_app as generate_cli
-from gpt_lightning.config import parse
-from gpt_lightning.generate_app import GenerateConfig
-from gpt_lightning.hydra_app import plain
-from gpt_lightning.generation import generate as generate_tokens
-from gpt_lightning.template import format_prompt
+from gpt_lightning.generate import job as generate_cli
+from gpt_lightning.config.schemas import parse
+from gpt_lightning.generate.job import GenerateConfig
+from gpt_lightning.generate.prompts import chat_prompt
+from gpt_lightning.cli.hydra_adapter import plain
+from gpt_lightning.generate.sampling import generate as generate_tokens
+from gpt_lightning.data.template import format_prompt
 
 
 
@@ -119,9 +120,9 @@ def test_chat_keeps_history_and_ends_on_quit(tmp_path, export, tokenizer, capsys
 
 def test_chat_drops_the_oldest_turns_first(tokenizer):
     history = [(f"question {i}", f"answer {i}") for i in range(6)]
-    full = generate_cli.chat_prompt(tokenizer, history, "last", budget=10_000)
+    full = chat_prompt(tokenizer, history, "last", budget=10_000)
     budget = len(full) - 1  # one token too many: the oldest turn has to go
-    text = tokenizer.decode(generate_cli.chat_prompt(tokenizer, history, "last", budget))
+    text = tokenizer.decode(chat_prompt(tokenizer, history, "last", budget))
     assert "question 0" not in text and "question 1" in text and text.endswith(format_prompt("last"))
 
 

@@ -7,12 +7,10 @@ import warnings
 import pytest
 import torch
 
-from gpt_lightning.hf_io import load_pretrained, save_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained, save_pretrained
 from helpers import wide_gpt
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.generation import (StopCriteria, StreamDecoder, apply_repetition_penalty, beam_search,
-                                      filter_top_k, filter_top_p, generate, process_logits, sample,
-                                      to_inference_layout, trim_at_stop)
+from gpt_lightning.generate.sampling import (StopCriteria, StreamDecoder, apply_repetition_penalty, beam_search, filter_top_k, filter_top_p, generate, process_logits, sample, to_inference_layout, trim_at_stop)
 
 VOCAB = 97
 PROMPTS = [[5, 17, 42, 8, 3], [1], [60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71], [7, 7, 60]]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gpt_lightning import GPT, GPTConfig
-from gpt_lightning.generation import generate
+from gpt_lightning.generate.sampling import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt_lightning.hf_io import load_pretrained, save_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained, save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 
 
@@ -109,7 +109,7 @@ def _variant(flags, seed=0):
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "-".join(f"{k}={int(v)}" for k, v in f.items()))
 def test_every_bias_and_tie_variant_round_trips_through_ours_and_transformers(flags, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from gpt_lightning.init import build_model
+    from gpt_lightning.weights.sources import build_model
 
     ours = _variant(flags)
     folder = save_pretrained(ours, tmp_path / "export")
@@ -173,7 +173,7 @@ def test_untied_export_without_lm_head_is_refused(tmp_path):
 
 
 def test_untied_lightning_checkpoint_loads_its_own_head(tmp_path):
-    from gpt_lightning.init import build_model
+    from gpt_lightning.weights.sources import build_model
 
     ours = _variant(dict(qkv_bias=False, bias=True, tie_embeddings=False))
     path = tmp_path / "run.ckpt"

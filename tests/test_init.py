@@ -13,9 +13,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.init import HUB_WEIGHTS, INITS, build_model
+from gpt_lightning.weights.sources import HUB_WEIGHTS, INITS, build_model
 
 from fake_hub import REPO, REVISION, WEIGHTS_URL, SMALL, closed_port_url as _closed_port_url, max_logit_diff as _max_logit_diff, openai_124m as _openai_124m
 
@@ -202,6 +202,6 @@ def test_init_yaml_files_match_the_code():
     assert sorted(f.stem for f in files) == sorted(INITS)
     for file in files:
         cfg = OmegaConf.load(file)
-        assert dict(cfg) == {"_target_": "gpt_lightning.init.InitConfig", "name": file.stem, "path": None}, file
+        assert dict(cfg) == {"_target_": "gpt_lightning.weights.sources.InitConfig", "name": file.stem, "path": None}, file
         for line in file.read_text().splitlines():
             assert line.startswith("#") or "  # " in line, f"{file.name}: key without a comment: {line}"

@@ -12,15 +12,8 @@ from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_config, data_dir
 from gpt_lightning import ConfigError, get_tokenizer
-from gpt_lightning.data.instruct import (
-    Example,
-    InstructCollator,
-    InstructDataModule,
-    count_truncated,
-    load_records,
-    split_records,
-)
-from gpt_lightning.template import PromptTemplate, format_prompt, template_from_config
+from gpt_lightning.data.instruct import (Example, InstructCollator, InstructDataModule, count_truncated, load_records, split_records)
+from gpt_lightning.data.template import PromptTemplate, format_prompt, template_from_config
 
 E = 50256  # <|endoftext|>
 X = -100  # ignored target

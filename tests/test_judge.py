@@ -14,12 +14,11 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_config
-from gpt_lightning.hydra_app import plain
+from gpt_lightning.cli.hydra_adapter import plain
 from eval_fixtures import write_responses
 from gpt_lightning import ConfigError
-from gpt_lightning.evaluation.judge import (Judge, JudgeClient, JudgeSettings, JudgeUnreachable, judge_after_fit,
-                                            judge_settings, load_responses, parse_score)
-from gpt_lightning.evaluation.tasks import evaluate
+from gpt_lightning.evaluate.judge import (Judge, JudgeClient, JudgeSettings, JudgeUnreachable, judge_after_fit, judge_settings, load_responses, parse_score)
+from gpt_lightning.evaluate.tasks import evaluate
 
 PROMPT = "I={instruction} N={input} O={output} R={response}"
 
@@ -139,8 +138,8 @@ def test_parse_score():
 
 
 def test_evaluate_task_judge_in_process(tmp_path, capsys):
-    import gpt_lightning.hydra_app  # noqa: F401 (registers the config's resolver)
-    from gpt_lightning.evaluation.app import run
+    import gpt_lightning.cli.hydra_adapter  # noqa: F401 (registers the config's resolver)
+    from gpt_lightning.evaluate.job import run
 
     path = write_responses(tmp_path / "r.jsonl", n=3)
     with fake_openai(lambda p: "60") as (server, url):
@@ -177,7 +176,7 @@ def test_finetune_judge_logs_scores(tmp_path):
 
 
 def test_finetune_judge_settings_are_checked(tmp_path):
-    from gpt_lightning.config import train_spec
+    from gpt_lightning.config.schemas import train_spec
 
     with pytest.raises(ConfigError, match=r"judge.retries=-1 is invalid: an integer >= 0"):
         train_spec(plain(compose_config("finetune", ["judge.enabled=true", "judge.retries=-1"])))

@@ -7,8 +7,8 @@ def test_weight_decay_groups(tiny_config):
     """Linear matrices are decayed; biases, LayerNorms and the (tied) embeddings are not."""
     from types import SimpleNamespace
 
-    from gpt_lightning.config import OptimConfig
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.config.schemas import OptimConfig
+    from gpt_lightning.train.module import GPTLitModule
 
     model = GPT(tiny_config)
     module = GPTLitModule(model, OptimConfig(lr=1e-3))

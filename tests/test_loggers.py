@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from helpers import compose_config, run_job
-from gpt_lightning.config import OptimConfig
-from gpt_lightning.hydra_app import plain
+from gpt_lightning.config.schemas import OptimConfig
+from gpt_lightning.cli.hydra_adapter import plain
 from gpt_lightning import ConfigError
-from gpt_lightning.loggers import TRACKER_KEY, build_logger
+from gpt_lightning.train.trackers import TRACKER_KEY, build_logger
 
 SMOKE = ["debug=smoke", "trainer.enable_progress_bar=false"]
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from helpers import run_job
-from gpt_lightning.hf_io import load_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.init import build_model
+from gpt_lightning.weights.sources import build_model
 from gpt_lightning.lora import LoRALinear, apply_lora, merge_lora_state
 
 
@@ -60,7 +60,7 @@ def test_finetune_with_lora_exports_merged_weights(tmp_path):
     import hashlib
 
     from helpers import data_dir
-    from gpt_lightning.export import main as export_cli
+    from gpt_lightning.weights.export import main as export_cli
 
     folder = out / "export"
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json", "generation_config.json"):

@@ -194,7 +194,7 @@ def test_a_rank_without_validation_windows_gets_one_zero_weight_batch(monkeypatc
     import types
 
     from gpt_lightning import GPT, GPTConfig
-    from gpt_lightning.lit_module import GPTLitModule
+    from gpt_lightning.train.module import GPTLitModule
 
     data_dir()
     dm = PretrainDataModule(name="verdict", max_length=128, batch_size=2, val_fraction=0.04, progress=False)

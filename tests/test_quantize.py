@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 from helpers import compose_config, run_script
-from gpt_lightning.hydra_app import plain
+from gpt_lightning.cli.hydra_adapter import plain
 
-from gpt_lightning.hf_io import save_pretrained
+from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning import generate_app
-from gpt_lightning.generation import generate
+from gpt_lightning.generate import job as generate_app
+from gpt_lightning.generate.sampling import generate
 from gpt_lightning.quantize import Int8Linear, check_quantize, load_quantized, quantize_model, quantize_weight
 
 
@@ -82,7 +82,7 @@ def test_streaming_loader_equals_quantizing_in_memory(tmp_path, hf_tiny_folder):
     assert all(t.device.type == "cpu" for t in list(loaded.parameters()) + list(loaded.buffers()))
     # a transformers folder ("transformer."-less names, lm_head.weight) loads too, close to its fp32 logits
     hf_folder, hf = hf_tiny_folder
-    from gpt_lightning.hf_io import read_config
+    from gpt_lightning.weights.hf_io import read_config
 
     q = load_quantized(hf_folder, read_config(hf_folder))
     with torch.no_grad():

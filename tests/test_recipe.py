@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from helpers import compose_config
-from gpt_lightning.config import train_spec
-from gpt_lightning.hydra_app import plain as plain_config
+from gpt_lightning.config.schemas import train_spec
+from gpt_lightning.cli.hydra_adapter import plain as plain_config
 from gpt_lightning import GPT, GPTConfig
-from gpt_lightning.callbacks import TrainSetLoss
-from gpt_lightning.lit_module import GPTLitModule
-from gpt_lightning import pipeline
+from gpt_lightning.train.callbacks import TrainSetLoss
+from gpt_lightning.train.module import GPTLitModule
+from gpt_lightning.train import job as pipeline
 
 
 def _optimizer(model, optim):

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from gpt_lightning import ConfigError
-from gpt_lightning.schedule import lr_at, warmup_steps_from
+from gpt_lightning.train.schedule import lr_at, warmup_steps_from
 
 
 def test_schedule_formula():

@@ -21,22 +21,22 @@ import pytest
 import torch
 from helpers import ROOT, compose_config
 
-from gpt_lightning.hf_io import load_pretrained, save_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained, save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.generation import generate, to_inference_layout, trim_at_stop
+from gpt_lightning.generate.sampling import generate, to_inference_layout, trim_at_stop
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from gpt_lightning.generate_app import chat_prompt, encode  # noqa: E402
-from gpt_lightning.serving.app import ServeSettings, create_app  # noqa: E402
-from gpt_lightning.hydra_app import plain  # noqa: E402
-from gpt_lightning.serving.launch import check_config, require_server_libs  # noqa: E402
-from gpt_lightning.serving.scheduler import Sampling, Scheduler, Sequence  # noqa: E402
-from gpt_lightning.serving.server import background_server  # noqa: E402
-from gpt_lightning.generation import StopCriteria  # noqa: E402
+from gpt_lightning.generate.prompts import chat_prompt, encode  # noqa: E402
+from gpt_lightning.serve.routes import ServeSettings, create_app  # noqa: E402
+from gpt_lightning.cli.hydra_adapter import plain  # noqa: E402
+from gpt_lightning.serve.job import check_config, require_server_libs  # noqa: E402
+from gpt_lightning.serve.scheduler import Sampling, Scheduler, Sequence  # noqa: E402
+from gpt_lightning.serve.server import background_server  # noqa: E402
+from gpt_lightning.generate.sampling import StopCriteria  # noqa: E402
 
 CONTEXT = 128
 NAME = "tiny"

@@ -11,9 +11,9 @@ import torch
 
 from helpers import wide_gpt
 from gpt_lightning import GPT
-from gpt_lightning.generation import StopCriteria, generate, make_generators
-from gpt_lightning.serving.batch import DecodeBatch
-from gpt_lightning.serving.scheduler import QueueFull, Sampling, Scheduler, Sequence
+from gpt_lightning.generate.sampling import StopCriteria, generate, make_generators
+from gpt_lightning.serve.batch import DecodeBatch
+from gpt_lightning.serve.scheduler import QueueFull, Sampling, Scheduler, Sequence
 
 VOCAB = 97
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.generation import generate, process_logits
-from gpt_lightning.speculative import SpeculativeStats, _accept, residual_sample, speculative_generate
+from gpt_lightning.generate.sampling import generate, process_logits
+from gpt_lightning.generate.speculative import (SpeculativeStats, _accept, residual_sample, speculative_generate)
 
 PROMPTS = [[5, 17, 42, 8, 3], [1], [60, 61, 62, 63, 64, 65, 66, 67], [7, 7, 60]]
 

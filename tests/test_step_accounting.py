@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 
 from helpers import compose_config, run_job
 from distributed_worker import EXAMPLES, _KeepGrads, tiny
-from gpt_lightning import GPT, GPTConfig, pipeline
+from gpt_lightning import GPT, GPTConfig
+from gpt_lightning.train import job as pipeline
 from gpt_lightning.data.instruct import InstructCollator
-from gpt_lightning.lit_module import GPTLitModule
+from gpt_lightning.train.module import GPTLitModule
 from gpt_lightning.lora import apply_lora
 
 COMMON = ["model=gpt2_tiny", "data.max_length=32", "model.dropout=0.0", "trainer.enable_progress_bar=false",

@@ -9,10 +9,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import compose_config, run_job
-from gpt_lightning.hf_io import load_pretrained
+from gpt_lightning.weights.hf_io import load_pretrained
 from gpt_lightning import GPT
-from gpt_lightning import pipeline
-from gpt_lightning.schedule import lr_at
+from gpt_lightning.train import job as pipeline
+from gpt_lightning.train.schedule import lr_at
 
 TINY = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "model.dropout=0.1",
         "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "callbacks.samples.max_new_tokens=6"]
@@ -134,7 +134,7 @@ def test_resume_mid_epoch_ends_with_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    from gpt_lightning.checkpoint_io import AtomicCheckpointIO
+    from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 
     io = AtomicCheckpointIO()
     target = tmp_path / "last.ckpt"

@@ -46,10 +46,10 @@ def test_multirun_two_by_two(tmp_path, capsys):
     table = [row for row in summary if row.startswith("|")]
     assert len(table) == 2 + 4 and all("ok" in row for row in table[2:])
     assert (sweep / "summary.csv").is_file()
-    # the comparison plot, linked from the summary, and `python -m gpt_lightning.compare` on the sweep
+    # the comparison plot, linked from the summary, and `python -m gpt_lightning.runs.compare` on the sweep
     assert "![validation loss against tokens seen](compare.png)" in summary
     assert (sweep / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from gpt_lightning.compare import main as compare
+    from gpt_lightning.runs.compare import main as compare
 
     (sweep / "compare.png").unlink()
     assert compare([str(sweep)]) == sweep / "compare.png" and (sweep / "compare.png").is_file()

@@ -28,12 +28,12 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from ..download import fetch_dataset
-from ..errors import ConfigError, bad_value
-from ..template import PromptTemplate, template_from_config
-from ..tokenizer import EOT_ID, Tokenizer, get_tokenizer
-from . import IGNORE_INDEX
-from .sampler import EvalPadding, ResumableDataModule
+from gpt_lightning.download import fetch_dataset
+from gpt_lightning.errors import ConfigError, bad_value
+from gpt_lightning.data.template import PromptTemplate, template_from_config
+from gpt_lightning.tokenizer import EOT_ID, Tokenizer, get_tokenizer
+from gpt_lightning.data import IGNORE_INDEX
+from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
 
 log = logging.getLogger(__name__)
 

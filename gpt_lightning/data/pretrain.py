@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..download import cache_dir, fetch_dataset
-from ..errors import ConfigError, bad_value
-from .sampler import EvalPadding, ResumableDataModule
-from .token_cache import expand_paths, load_tokens, tokenize_to_cache
+from gpt_lightning.download import cache_dir, fetch_dataset
+from gpt_lightning.errors import ConfigError, bad_value
+from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
+from gpt_lightning.data.token_cache import expand_paths, load_tokens, tokenize_to_cache
 
 # data=<name> -> file name of a known public corpus (see download.DATASETS)
 CORPORA = {"verdict": "the-verdict.txt", "shakespeare": "tinyshakespeare.txt"}

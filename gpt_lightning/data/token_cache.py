@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write, remove_stale_tmp
-from ..errors import ConfigError
-from ..progress import byte_progress
-from ..tokenizer import get_tokenizer
+from gpt_lightning.atomic import atomic_write, remove_stale_tmp
+from gpt_lightning.errors import ConfigError
+from gpt_lightning.progress import byte_progress
+from gpt_lightning.tokenizer import get_tokenizer
 
 TOKENIZER_ID = "tiktoken-gpt2"  # part of the cache key
 BLOCK_BYTES = 1 << 20  # read this much text per step

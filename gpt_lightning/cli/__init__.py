@@ -1,0 +1,1 @@
+"""Command-line adapters: the one module that knows Hydra (``hydra_adapter``)."""

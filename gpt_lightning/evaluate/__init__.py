@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, HellaSwag, LAMBADA, judged responses; a scoring core; what evaluate.py does (``job``)."""

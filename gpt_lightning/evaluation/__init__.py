@@ -1,1 +1,0 @@
-"""Evaluation: perplexity, HellaSwag, LAMBADA, judged responses; a scoring core; a training callback."""

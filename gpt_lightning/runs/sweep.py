@@ -1,0 +1,88 @@
+"""Hydra callback: after a multirun, one table of every job's result in the sweep folder, and the
+plot of their validation losses against tokens (``compare.png``, see compare.py) linked from it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from gpt_lightning.runs.files import PLOT_FILE, RESULT_FILE
+COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
+           "tokens_seen", "time_s", "status")
+EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def summarize(sweep_dir: Path) -> list[dict]:
+    """Rows from each job folder's result.json (a job that died gets a 'failed' row)."""
+    rows = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: (len(p.name.split("_")[0]), p.name)):
+        result = job / RESULT_FILE
+        if result.is_file():
+            row = json.loads(result.read_text())
+            row.setdefault("status", "ok")
+        else:
+            row = {"status": "failed (no result.json)"}
+        rows.append({"job": job.name, **{k: row.get(k) for k in COLUMNS if k != "job"},
+                     **{k: v for k, v in row.items() if k.startswith(EVAL_PREFIXES)}})
+    return rows
+
+
+def columns(rows: list[dict]) -> list[str]:
+    extra = sorted({k for row in rows for k in row if k.startswith(EVAL_PREFIXES)},
+                   key=lambda k: (k.removeprefix("best_"), k.startswith("best_")))
+    return [*COLUMNS[:-1], *extra, COLUMNS[-1]]
+
+
+def write_summary(sweep_dir: Path) -> str:
+    rows = summarize(sweep_dir)
+    names = columns(rows)
+    with open(sweep_dir / "summary.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (" ".join(v) if isinstance(v, list) else v) for k, v in row.items()})
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in rows:
+        cells = [" ".join(row[k]) if isinstance(row.get(k), list) else _fmt(row.get(k)) for k in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    plot = _plot(sweep_dir)
+    if plot is not None:
+        table += (f"\n![validation loss against tokens seen]({plot.name})\n\n"
+                  f"Redraw or compare with other runs: `python -m gpt_lightning.runs.compare {sweep_dir}`\n")
+    (sweep_dir / "summary.md").write_text(table)
+    return table
+
+
+def _plot(sweep_dir: Path) -> Path | None:
+    """``compare.png`` of the jobs that finished, or None when none has a validation curve."""
+    from gpt_lightning.runs.compare import compare
+    from gpt_lightning.errors import ConfigError
+
+    try:
+        return compare([sweep_dir])[1]
+    except ConfigError:  # no job finished
+        return None
+
+
+class SweepSummary(Callback):
+    """Writes ``summary.md`` and ``summary.csv`` in the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))

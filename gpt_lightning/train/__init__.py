@@ -1,0 +1,1 @@
+"""Training runs: the job (spec -> Trainer -> artifacts), the LightningModule, schedule, callbacks, trackers, distributed strategies, and durability (atomic checkpoints, run-folder lock, resume, pre-emption)."""

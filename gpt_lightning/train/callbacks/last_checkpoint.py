@@ -1,0 +1,55 @@
+"""LastCheckpoint: the latest state in checkpoints/last.ckpt, written atomically and on pre-emption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from gpt_lightning.train.preemption import PREEMPTION
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt``: every N steps (or at each validation), once more when training ends, so
+    the file always holds the final state of a finished run, and when a pre-emption signal
+    arrives (see ``preemption``): at the end of that optimizer step, then the process exits."""
+
+    def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
+        self._step_seen: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
+        PREEMPTION.training_started()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        PREEMPTION.training_started()
+        self._step_seen = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        stepped, self._step_seen = trainer.global_step != self._step_seen, trainer.global_step
+        if stepped and PREEMPTION.requested(trainer):  # every rank asks at each step, so all agree
+            self._save(trainer)
+            PREEMPTION.stop(self.path, trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        # Lightning (2.6) writes save_last at validation end only when a top-k checkpoint was
+        # written in that step, and this callback keeps no top-k: with no step interval,
+        # last.ckpt is written here, after each validation.
+        super().on_validation_end(trainer, pl_module)
+        if self._every_n_train_steps == 0 and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        PREEMPTION.training_ended()
+        self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.global_step != self._last_global_step_saved:
+            trainer.save_checkpoint(self.path)
+            self._last_global_step_saved = trainer.global_step
