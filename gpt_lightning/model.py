@@ -6,9 +6,10 @@ V = vocab_size.
 
 The layout follows OpenAI's GPT-2: token + learned position embeddings, pre-LayerNorm
 blocks of causal self-attention and a 4x GELU MLP (the tanh form; ``gelu="exact"`` for
-nanoGPT's), a final LayerNorm and an LM head tied to the token embedding (``tie_embeddings=False`` gives the head its own matrix, as in
-"LLMs from scratch"). Attention goes through
-``torch.nn.functional.scaled_dot_product_attention`` so GPUs take the flash path.
+nanoGPT's), a final LayerNorm and an LM head tied to the token embedding
+(``tie_embeddings=False`` gives the head its own matrix, as in "LLMs from scratch").
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` so GPUs take
+the flash path.
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def reference(activation="gelu_new", tied=True, qkv_bias=True, bias=True, vocab=
 def hf_weights(model: GPT2LMHeadModel) -> dict[str, torch.Tensor]:
     """transformer.* tensors, Conv1D weights turned into nn.Linear's (out, in)."""
     return {k: (v.t() if k.endswith(CONV1D) else v).detach().clone().contiguous()
-            for k, v in model.state_dict().items() if k.startswith("transformer.") and not k.endswith((".attn.bias", ".attn.masked_bias"))}
+            for k, v in model.state_dict().items()
+            if k.startswith("transformer.") and not k.endswith((".attn.bias", ".attn.masked_bias"))}  # mask buffers
 
 
 def ids(vocab=V):
@@ -145,10 +146,9 @@ def scratch_state(hf: GPT2LMHeadModel, qkv_bias: bool) -> dict[str, torch.Tensor
             out[b + f"att.{name}.weight"] = w[h + "attn.c_attn.weight"][j * C:(j + 1) * C]
             if qkv_bias:
                 out[b + f"att.{name}.bias"] = w[h + "attn.c_attn.bias"][j * C:(j + 1) * C]
-        out[b + "att.out_proj.weight"], out[b + "att.out_proj.bias"] = w[h + "attn.c_proj.weight"], w[h + "attn.c_proj.bias"]
         out[b + "att.mask"] = torch.triu(torch.ones(T, T), diagonal=1)
-        out[b + "ff.layers.0.weight"], out[b + "ff.layers.0.bias"] = w[h + "mlp.c_fc.weight"], w[h + "mlp.c_fc.bias"]
-        out[b + "ff.layers.2.weight"], out[b + "ff.layers.2.bias"] = w[h + "mlp.c_proj.weight"], w[h + "mlp.c_proj.bias"]
+        for theirs, hf_name in (("att.out_proj", "attn.c_proj"), ("ff.layers.0", "mlp.c_fc"), ("ff.layers.2", "mlp.c_proj")):
+            out[b + f"{theirs}.weight"], out[b + f"{theirs}.bias"] = w[h + f"{hf_name}.weight"], w[h + f"{hf_name}.bias"]
         for norm, ln in (("norm1", "ln_1"), ("norm2", "ln_2")):
             out[b + f"{norm}.scale"], out[b + f"{norm}.shift"] = w[h + f"{ln}.weight"], w[h + f"{ln}.bias"]
     out["final_norm.scale"], out["final_norm.shift"] = w["ln_f.weight"], w["ln_f.bias"]
@@ -162,11 +162,11 @@ def test_llms_from_scratch_pth(tmp_path, qkv_bias, wrapped, caplog):
     state = scratch_state(hf, qkv_bias)
     saved = {"model_state_dict": state, "optimizer_state_dict": {}} if wrapped else state  # ch05's two forms
     torch.save(saved, tmp_path / "model.pth")
-    with caplog.at_level(logging.INFO, logger="gpt_lightning"):
-        model = load(tmp_path / "model.pth", n_heads=H)  # not stored in the file: the model config's
+    with caplog.at_level(logging.INFO, logger="gpt_lightning"):  # not stored in the file: the model config's
+        model = build_model({"name": "checkpoint", "path": str(tmp_path / "model.pth")}, {"n_heads": H})
     assert_same_logits(model, hf)
     assert (model.config.qkv_bias, model.config.tie_embeddings, model.config.n_heads) == (qkv_bias, False, H)
-    assert "do not store the number of heads; using n_heads=4 (model.n_heads)" in caplog.text
+    assert "do not store the number of heads; using n_heads=4 (model.n_heads of the model config)" in caplog.text
 
 
 def test_llms_from_scratch_heads_of_a_gpt2_size(tmp_path):
@@ -226,3 +226,16 @@ def test_train_and_generate_start_from_a_peer_file(tmp_path, nanogpt_from_scratc
     greedy = generate_tokens(model, [tokenizer.encode("Hello")], max_new_tokens=5, temperature=0.0,
                              eos_id=tokenizer.eot_id)[0]
     assert capsys.readouterr().out == "Hello" + tokenizer.decode([t for t in greedy if t != tokenizer.eot_id]) + "\n"
+
+
+def test_export_turns_a_peer_file_into_a_transformers_folder(tmp_path, nanogpt_from_scratch):
+    """nanoGPT's exact GELU survives the trip: config.json says activation_function="gelu"."""
+    from gpt_lightning.weights.export import export_checkpoint
+
+    path, hf = nanogpt_from_scratch
+    folder = export_checkpoint(path, tmp_path / "export")
+    exported = GPT2LMHeadModel.from_pretrained(folder).eval()
+    assert exported.config.activation_function == "gelu"
+    with torch.no_grad():
+        diff = (exported(ids(50257)).logits - hf(ids(50257)).logits[..., :50257]).abs().max().item()
+    assert diff <= 1e-4, diff

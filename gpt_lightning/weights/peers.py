@@ -60,6 +60,7 @@ LLMC_OTHER_FILES = {
     20240328: "llm.c's tokenizer file, not model weights; give gpt2_124M.bin",
     20240520: "an llm.c token shard (training data), not model weights",
     20240522: "an llm.c evaluation data file, not model weights",
+    20240527: "llm.c's optimizer state (state_*.bin), not model weights; give the model_*.bin beside it",
 }
 LLMC_HEADER_INTS = 256
 GPT2_VOCAB, NANOGPT_PADDED_VOCAB = 50257, 50304  # nanoGPT pads GPT-2's vocabulary to a multiple of 64
@@ -281,20 +282,23 @@ def _from_scratch(path: Path, state: dict, requested: dict, explicit: set[str]) 
 
 
 def _unstored_heads(path: Path, n_embd: int, n_layers: int, requested: dict, explicit: set[str]) -> int:
-    """The number of heads of a file that does not store it, and a log line saying where it came from."""
-    release = next((name for name, size in SIZES.items() if name in _RELEASES
-                    and (size["n_embd"], size["n_layers"]) == (n_embd, n_layers)), None)
-    if "n_heads" in explicit or release is None:
-        heads, source = requested["n_heads"], "model.n_heads"
+    """The number of heads of a file that does not store it: the user's ``model.n_heads``, else
+    the GPT-2 release of the same width and depth, else the model config's (logged, as a guess)."""
+    release = next((name for name in _RELEASES
+                    if (SIZES[name]["n_embd"], SIZES[name]["n_layers"]) == (n_embd, n_layers)), None)
+    if "n_heads" in explicit:
+        heads, source = requested["n_heads"], None
+    elif release is not None:
+        heads, source = SIZES[release]["n_heads"], f"GPT-2 {release.removeprefix('gpt2_')}'s, of the same width and depth"
     else:
-        heads, source = SIZES[release]["n_heads"], f"GPT-2 {release.removeprefix('gpt2_')}'s, the same width and depth"
+        heads, source = requested["n_heads"], "model.n_heads of the model config"
     if n_embd % heads:
         raise bad_value("model.n_heads", heads, f"a divisor of n_embd={n_embd}: {path} (LLMs from scratch) does not "
                         "store its number of heads, so give the one it was trained with")
-    log.info("%s: LLMs-from-scratch files do not store the number of heads; using n_heads=%d (%s). "
-             "Set model.n_heads if it was trained with another.", path, heads, source)
+    if source:
+        log.info("%s: LLMs-from-scratch files do not store the number of heads; using n_heads=%d (%s). "
+                 "Set model.n_heads if it was trained with another.", path, heads, source)
     return heads
-
 
 
 def _config(path: Path, kind: str, **fields) -> GPTConfig:
