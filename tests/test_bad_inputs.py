@@ -184,6 +184,8 @@ PEER_FILES = [  # (file name, how to write it, the one line it gives)
     ("weights.pt", lambda p: torch.save({"foo": torch.zeros(1), "bar": 1}, p),
      r"a torch.save file this project does not read \(top level: \['bar', 'foo'\]\); expected nanoGPT"),
     ("archive.pt", _write_zip_of_notes, r"a zip archive that torch.load cannot read"),
+    ("dated.pt", lambda p: torch.save({"model": {}, "saved": __import__("datetime").date(2024, 3, 26)}, p),
+     r"a pickle with Python objects that a tensors-only load refuses \(.*datetime"),
     ("ckpt.pt", lambda p: torch.save({"model": {"transformer.wte.weight": torch.zeros(97, 8)}, "model_args": {}}, p),
      r"nanoGPT ckpt.pt whose model_args has no n_head"),
     ("gpt2_124M.bin", lambda p: p.write_bytes(_llmc_header() + b"\0" * 16),

@@ -239,3 +239,6 @@ def test_export_turns_a_peer_file_into_a_transformers_folder(tmp_path, nanogpt_f
     with torch.no_grad():
         diff = (exported(ids(50257)).logits - hf(ids(50257)).logits[..., :50257]).abs().max().item()
     assert diff <= 1e-4, diff
+    back = load(folder)  # and the folder reads back as the same model
+    assert back.config.gelu == "exact"
+    assert_same_logits(back, exported, vocab=50257)

@@ -112,19 +112,22 @@ def _torch_file(path: Path):
     load could read it (so it may be a Lightning checkpoint with Python objects in it)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError:
-        return None  # weights_only refused a Python object
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
         if path.suffix == ".ckpt":
-            return None  # the Lightning path words it for its own files
-        raise bad_value(KEY, str(path), f"a zip archive that torch.load cannot read "
-                        f"({' '.join(str(err).split())[:300]}); expected {PEER_KINDS}") from None
+            return None  # the Lightning path reads (trusted) pickles and words its own errors
+        if isinstance(err, pickle.UnpicklingError):  # weights_only met a Python object
+            what = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            raise bad_value(KEY, str(path), f"a pickle with Python objects that a tensors-only load refuses "
+                            f"({what.group(1) if what else 'not tensors'}); expected {PEER_KINDS}") from None
+        reason = " ".join(str(err).split())[:200]
+        raise bad_value(KEY, str(path), f"a zip archive that torch.load cannot read ({reason}); "
+                        f"expected {PEER_KINDS}") from None
 
 
 def _strip(name: str) -> str:
-    """A state-dict name without torch.compile's ``_orig_mod.`` (and DDP's ``module.``) prefix."""
-    for prefix in ("_orig_mod.", "module."):
-        name = name.removeprefix(prefix)
+    """A state-dict name without torch.compile's ``_orig_mod.`` and DDP's ``module.`` prefixes."""
+    while name.startswith(("_orig_mod.", "module.")):
+        name = name.split(".", 1)[1]
     return name
 
 
