@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from gpt_lightning.config.schemas import CHECKPOINT_KINDS, RELEASED_INITS, InitConfig, parse
 from gpt_lightning.download import DownloadError, Source, cache_dir, download, verify
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.weights.hf_io import load_pretrained, read_config
@@ -41,9 +42,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # init_scheme, which only draws random weights).
 ARCH_KEYS = ("vocab_size", "context_length", "n_embd", "n_layers", "n_heads",
              "qkv_bias", "bias", "layer_norm_epsilon", "tie_embeddings")
-INIT_KEYS = ("name", "path")
-CHECKPOINT_KINDS = ("an export folder, a Hugging Face GPT-2 folder, a .safetensors file "
-                    "(config.json beside it) or a Lightning .ckpt")
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ HUB_WEIGHTS: dict[str, HubWeights] = {
         "0f8b28eb05a8075f48b61b6f35332978c74fc7763fa9fb4051a1c30511736a6a", None,  # size not found; sha256 checks
         GPTConfig.from_name("gpt2_xl")),
 }
-INITS = ("scratch", *HUB_WEIGHTS, "checkpoint")
+assert tuple(HUB_WEIGHTS) == RELEASED_INITS, "each released init (config.schemas) has its pinned files here"
 
 
 @dataclass(frozen=True)
@@ -98,17 +96,6 @@ def hub_endpoint() -> str:
     """Base URL of the hub (or a mirror) that serves ``<repo>/resolve/<revision>/<file>``."""
     endpoint = os.environ.get(ENDPOINT_ENV) or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     return endpoint.rstrip("/")
-
-
-@dataclass
-class InitConfig:
-    """``init``: where the starting weights come from (conf/init/*.yaml)."""
-
-    name: str = "scratch"  # scratch | openai_124m | openai_355m | openai_774m | openai_1558m | checkpoint
-    path: str | None = None  # local weights: see CHECKPOINT_KINDS
-
-    def __post_init__(self) -> None:
-        _init_settings({"name": self.name, "path": self.path})
 
 
 def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit: Iterable[str] = (), *,
@@ -156,24 +143,9 @@ def planned_config(init: InitConfig | Mapping, model: GPTConfig | Mapping, expli
 
 # ---- config handling ------------------------------------------------------------------
 def _init_settings(init_cfg: InitConfig | Mapping) -> tuple[str, Path | None]:
-    """(init name, init.path or None), validated."""
-    if isinstance(init_cfg, InitConfig):
-        values = {"name": init_cfg.name, "path": init_cfg.path}
-    else:
-        values = {k: v for k, v in dict(init_cfg).items() if k != "_target_"}
-    unknown = sorted(set(values) - set(INIT_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown init keys {unknown}; known keys: {list(INIT_KEYS)}")
-    name, path = values.get("name"), values.get("path")
-    if name not in INITS:
-        raise bad_value("init", name, f"one of {list(INITS)}")
-    path = Path(str(path)).expanduser() if path else None
-    if name == "scratch" and path:
-        raise bad_value("init.path", str(path), "init=scratch starts from random weights; "
-                        "drop init.path or use init=checkpoint")
-    if name == "checkpoint" and not path:
-        raise bad_value("init.path", None, f"init=checkpoint needs one: {CHECKPOINT_KINDS}")
-    return name, path
+    """(init name, init.path or None), validated by the ``init`` schema."""
+    init = init_cfg if isinstance(init_cfg, InitConfig) else parse(InitConfig, init_cfg, "init")
+    return init.name, Path(str(init.path)).expanduser() if init.path else None
 
 
 def _requested_model(model_cfg: GPTConfig | Mapping) -> dict:
