@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle between its modules, Hydra known to one adapter only."""
+"""The package's shape: no import cycle, imports only downwards through the layers, nothing
+imports a command-line module, Hydra known to one adapter only."""
 
 from __future__ import annotations
 
@@ -57,9 +58,63 @@ def test_no_import_cycles():
         visit(module)
 
 
-def test_only_the_adapter_reads_hydra_global_state():
+# The layers, lowest first. A module may import its own layer and the ones below, never one above
+# (function-level imports count too). quantize reads GPT-2-layout files with weights/hf_io, so it
+# sits with weights; the rest of the top-level modules are the core every layer may use.
+LAYERS = [
+    ("core", ["errors", "atomic", "progress", "download", "model", "tokenizer", "lora"]),
+    ("config", ["config"]),
+    ("data, weights", ["data", "weights", "quantize"]),
+    ("generate", ["generate"]),
+    ("evaluate", ["evaluate"]),
+    ("runs", ["runs"]),
+    ("train", ["train"]),
+    ("serve", ["serve"]),
+    ("cli", ["cli"]),
+]
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(LAYERS)  # the package facade (gpt_lightning/__init__.py) re-exports from any layer
+    for rank, (_, tops) in enumerate(LAYERS):
+        if parts[1] in tops:
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_structure.py")
+
+
+def test_imports_go_down_the_layers():
+    upward = []
+    for path in PACKAGE.rglob("*.py"):
+        module = _module(path)
+        for dep in _imports(path):
+            if dep != "gpt_lightning" and _layer(dep) > _layer(module):
+                upward.append(f"{module} ({LAYERS[_layer(module)][0]}) imports {dep} ({LAYERS[_layer(dep)][0]})")
+    assert not upward, "imports against the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_nothing_imports_a_command_line_module():
+    importers = sorted(_module(p) for p in PACKAGE.rglob("*.py") if not _module(p).startswith("gpt_lightning.cli")
+                       and any(d.startswith("gpt_lightning.cli") for d in _imports(p)))
+    assert importers == []
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_only_the_adapter_knows_hydra():
+    importers = sorted(_module(p) for p in PACKAGE.rglob("*.py") if "hydra" in _third_party_imports(p))
+    assert importers == ["gpt_lightning.cli.hydra_adapter"]
     readers = sorted(p.name for p in PACKAGE.rglob("*.py") if "HydraConfig" in p.read_text())
-    assert readers == ["hydra_app.py"]
+    assert readers == ["hydra_adapter.py"]
 
 
 def test_entry_scripts_are_thin():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -33,9 +34,11 @@ def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
 
 def train_job(values: dict, ctx) -> dict:
     """train.py and finetune.py: check every key, then train."""
+    from gpt_lightning.config.legacy import current_targets
     from gpt_lightning.config.schemas import train_spec
     from gpt_lightning.train.job import train
 
+    values = current_targets(values)  # a config.yaml of an earlier version names old module paths
     spec = train_spec(values)  # every key checked before anything heavy starts
     ctx.config = values
     return train(spec, ctx)
@@ -155,3 +158,15 @@ def _record_failed_job(err: ConfigError) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_FILE).write_text(json.dumps({"overrides": overrides(), "status": f"failed: {err}"}, indent=2))
     return True
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/base.yaml): ``summary.md`` and ``summary.csv`` in the sweep folder
+    when a multirun ends (runs/sweep.py writes them)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from gpt_lightning.runs.sweep import write_summary
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))

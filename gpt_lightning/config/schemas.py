@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 import torch
 
+from gpt_lightning.config.legacy import current_path, current_targets
 from gpt_lightning.config.tasks import EvalConfig, JudgeConfig
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.model import GPTConfig
@@ -178,7 +179,7 @@ def check_keys(node: Mapping, key: str) -> None:
 
 def locate(path: str, key: str) -> Any:
     """The object a ``_target_`` names (``package.module.Name``)."""
-    module, _, name = str(path).rpartition(".")
+    module, _, name = current_path(str(path)).rpartition(".")  # an old run's path: where it lives now
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
@@ -623,7 +624,7 @@ def _loggers(node: Any) -> dict | None:
 def train_spec(values: Mapping) -> TrainSpec:
     """Check a composed train/finetune config (plain dict, interpolations resolved)."""
     require_given(values)
-    values = split_known(values, TRAIN_KEYS, "this run")
+    values = split_known(current_targets(values), TRAIN_KEYS, "this run")  # an old run's config.yaml too
     run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "run")
     model = parse(GPTConfig, values.get("model") or {}, "model")
     init = parse(InitConfig, values.get("init") or {"name": "scratch"}, "init")

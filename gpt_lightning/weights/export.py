@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-import torch
 
 from gpt_lightning.atomic import atomic_write
+from gpt_lightning.config.legacy import load_checkpoint
 from gpt_lightning.errors import ConfigError, bad_value, main_guard
 from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning.model import GPT
@@ -141,7 +141,7 @@ def _read_checkpoint(path: Path) -> dict:
     if not zipfile.is_zipfile(path):
         raise bad_value("source", str(path), "not a Lightning checkpoint (not a torch.save zip archive)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load_checkpoint(path)  # old module paths mapped
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise bad_value("source", str(path), f"cannot be read as a checkpoint ({' '.join(str(err).split())})") from None
     if not isinstance(ckpt, dict):

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from gpt_lightning.config.legacy import load_checkpoint
 from gpt_lightning.config.schemas import CHECKPOINT_KINDS, RELEASED_INITS, InitConfig, parse
 from gpt_lightning.download import DownloadError, Source, cache_dir, download, verify
 from gpt_lightning.errors import ConfigError, bad_value
@@ -271,7 +272,7 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict, GPTConfig]:
         raise bad_value(key, str(path), "not a Lightning checkpoint (not a torch.save zip archive: "
                         "truncated, or another kind of file)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load_checkpoint(path)  # old module paths mapped
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise bad_value(key, str(path), f"cannot be read as a Lightning checkpoint "
                         f"({' '.join(str(err).split())[:300]})") from None
