@@ -1,10 +1,16 @@
 """The package's shape: no import cycle, imports only downwards through the layers, nothing
-imports a command-line module, Hydra known to one adapter only."""
+imports a command-line module, Hydra known to one adapter only; every third-party import a
+declared dependency, every package and the configs in the wheel."""
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from helpers import ROOT
 
@@ -121,3 +127,36 @@ def test_entry_scripts_are_thin():
     for script in ("train.py", "finetune.py", "generate.py", "serve.py", "evaluate.py"):
         lines = [line for line in (ROOT / script).read_text().splitlines() if line.strip()]
         assert len(lines) <= 20, script
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """An AST scan of the package's imports against pyproject.toml (dependencies, or an extra for
+    the optional ones: serve's fastapi ...); import names map to distributions as installed here."""
+    project = _pyproject()["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    declared |= {_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    distributions = importlib.metadata.packages_distributions()
+    missing = []
+    for path in PACKAGE.rglob("*.py"):
+        for top in _third_party_imports(path) - set(sys.stdlib_module_names) - {"gpt_lightning", "__main__"}:
+            names = {_name(d) for d in distributions.get(top, [top])}
+            if not names & declared:
+                missing.append(f"{_module(path)} imports {top} ({', '.join(sorted(names))})")
+    assert not missing, "undeclared in pyproject.toml:\n" + "\n".join(sorted(missing))
+
+
+def test_the_wheel_lists_every_package_and_ships_the_configs():
+    tool = _pyproject()["tool"]["setuptools"]
+    folders = {_module(p) for p in PACKAGE.rglob("__init__.py")}
+    assert set(tool["packages"]) == folders | {"gpt_lightning.conf"}, "pyproject.toml [tool.setuptools] packages"
+    assert tool["package-dir"] == {"gpt_lightning.conf": "conf"}
+    assert not [p for p in PACKAGE.rglob("*.py") if not (p.parent / "__init__.py").is_file()], "a folder without __init__.py"

@@ -1,6 +1,8 @@
 """The one place that knows Hydra: entry points hand their composed config over here.
 
-``run(cfg, job)`` turns the composed config into plain Python (interpolations resolved,
+The commands (``python train.py`` in a checkout, ``gpt-train`` once installed, and the other
+jobs alike) are built here by :func:`command`: Hydra's ``main`` on the job's primary config in
+:data:`CONF_DIR`. ``run(cfg, job)`` turns the composed config into plain Python (interpolations resolved,
 ``???`` reported as a missing key), gathers what only Hydra knows (the run folder, the
 command-line overrides, the model keys the user set, how to re-launch this job for another
 DDP rank) into a :class:`~gpt_lightning.train.job.RunContext`, and calls ``job(values, ctx)``
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -25,6 +28,32 @@ from gpt_lightning.errors import ConfigError, bad_value, main_guard
 
 # conf/evaluate.yaml: the run folder is output_dir when given, else a dated one
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+
+
+def _conf_dir() -> Path:
+    """The configs: ``gpt_lightning/conf`` in an installed wheel, ``conf/`` beside the package in a
+    checkout (or an editable install of one)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "conf", package.parent / "conf"):
+        if (folder / "train.yaml").is_file():
+            return folder
+    raise ConfigError(f"the configs (train.yaml ...) are in neither {package / 'conf'} nor {package.parent / 'conf'}; "
+                      "reinstall the package")
+
+
+CONF_DIR = _conf_dir()
+
+
+def command(name: str, job: Callable[[dict, object], object]) -> Callable[[], object]:
+    """The command-line entry point of one job: ``conf/<name>.yaml`` composed with the command
+    line's overrides (``--config-dir`` adds a folder of your own configs), then ``run(cfg, job)``."""
+
+    def main(cfg: DictConfig):
+        return run(cfg, job)
+
+    # Hydra names the job after the task function's module: train.log, `python train.py ...` in reports.
+    main.__module__ = name
+    return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=name)(main)
 
 
 def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
@@ -63,6 +92,13 @@ def evaluate_job(values: dict, ctx) -> None:
     from gpt_lightning.evaluate.job import run as evaluate
 
     evaluate(values, ctx.out_dir, ctx.explicit_model_keys)
+
+
+train = command("train", train_job)
+finetune = command("finetune", train_job)
+generate = command("generate", generate_job)
+serve = command("serve", serve_job)
+evaluate = command("evaluate", evaluate_job)
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -112,7 +148,9 @@ def command_line() -> str | None:
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    return shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    head = [program] if program.startswith("gpt-") else ["python", f"{hc.job.name}.py"]  # an installed command
+    return shlex.join([*head, *hc.overrides.task])
 
 
 def job_command(local_rank: int) -> tuple[list[str], str]:
