@@ -203,6 +203,6 @@ def test_init_yaml_files_match_the_code():
     assert sorted(f.stem for f in files) == sorted(INITS)
     for file in files:
         cfg = OmegaConf.load(file)
-        assert dict(cfg) == {"_target_": "gpt_lightning.weights.sources.InitConfig", "name": file.stem, "path": None}, file
+        assert dict(cfg) == {"_target_": "gpt_lightning.config.schemas.InitConfig", "name": file.stem, "path": None}, file
         for line in file.read_text().splitlines():
             assert line.startswith("#") or "  # " in line, f"{file.name}: key without a comment: {line}"

@@ -1,4 +1,7 @@
-"""Typed schemas for the config groups, and the one strict parser that checks them.
+"""The one strict parser, and the typed schemas of the training run's config groups.
+
+The other jobs' schemas live beside this module, one per job (config/generate.py, serve.py,
+evaluate.py; config/tasks.py the benchmark settings they share with ``callbacks.eval``).
 
 Every group in ``conf/`` names the schema (or the class) it builds with ``_target_``. A value
 is accepted only if it has the annotated type: a bool is ``true``/``false`` (not ``off`` or
