@@ -150,7 +150,15 @@ def command_line() -> str | None:
     hc = HydraConfig.get()
     program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     head = [program] if program.startswith("gpt-") else ["python", f"{hc.job.name}.py"]  # an installed command
-    return shlex.join([*head, *hc.overrides.task])
+    return shlex.join([*head, *_config_options(), *hc.overrides.task])
+
+
+def _config_options() -> list[str]:
+    """``--config-dir`` / ``--config-name`` as given on the command line (a user's own configs)."""
+    hc = HydraConfig.get()
+    options = [f"--config-dir={source.path}" for source in hc.runtime.config_sources
+               if source.provider == "command-line" and source.schema == "file"]
+    return options + ([f"--config-name={hc.job.config_name}"] if hc.job.config_name != hc.job.name else [])
 
 
 def job_command(local_rank: int) -> tuple[list[str], str]:
@@ -165,9 +173,7 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
     command.append(f"--config-name={hc.job.config_name}")
-    for source in hc.runtime.config_sources:  # a --config-dir given to the parent
-        if source.provider == "command-line" and source.schema == "file":
-            command.append(f"--config-dir={source.path}")
+    command += [option for option in _config_options() if option.startswith("--config-dir")]  # the parent's
     command += list(hc.overrides.task)
     command += [
         "hydra.mode=RUN",
