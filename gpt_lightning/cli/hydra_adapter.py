@@ -155,3 +155,32 @@ def _record_failed_job(err: ConfigError) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_FILE).write_text(json.dumps({"overrides": overrides(), "status": f"failed: {err}"}, indent=2))
     return True
+
+
+def prepare_job(values: dict, ctx) -> dict:
+    """``python -m gpt_lightning.data.prepare``: prepare the data config's corpus, print where it is."""
+    from gpt_lightning.config.schemas import build
+    from gpt_lightning.data.prepare import summary
+
+    data = build(values.get("data") or {}, "data")
+    if not hasattr(data, "_prepared"):
+        raise bad_value("data", (values.get("data") or {}).get("_target_"),
+                        "a corpus config such as data=corpus (data=text and the public corpora prepare on first use)")
+    folder, manifest = data._prepared()
+    print(summary(folder, manifest), flush=True)
+    return manifest
+
+
+def prepare_main(argv: list[str] | None = None) -> None:
+    """The Hydra entry point of ``python -m gpt_lightning.data.prepare`` (conf/prepare.yaml)."""
+    import hydra
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    conf = Path(__file__).resolve().parents[2] / "conf"
+
+    @hydra.main(version_base="1.3", config_path=str(conf), config_name="prepare")
+    def main(cfg: DictConfig):
+        return run(cfg, prepare_job)
+
+    main()
