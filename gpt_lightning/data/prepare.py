@@ -12,9 +12,10 @@ core by default, ``data.prepare_workers``) tokenizes units with tiktoken's ``enc
 document and setting aside the held-out documents; the parent writes the results, in unit
 order, into fixed-size shards. Memory is bounded by the units in flight, not the corpus.
 
-Resumable: after each finished shard, ``progress.json`` records the shards and, per stream,
-the unit and offset it stopped at; a rerun after a kill keeps those shards, re-tokenizes from
-the first unfinished unit and skips what was already written. ``manifest.json`` is written
+Resumable: after each unit that finished a shard (and at least every ``SAVE_EVERY_S``), the
+open shards are flushed and ``progress.json`` records the finished shards, the length of each
+shard being filled (``.part``) and the next unit; a rerun after a kill keeps all that, cuts
+the parts back to the recorded length and goes on from that unit. ``manifest.json`` is written
 last. Once per corpus: a ``.lock`` file (created with O_EXCL, refreshed while preparing)
 makes other processes, on this node or another one sharing the cache, wait for the manifest
 instead of preparing too; a lock nobody refreshed for ``STALE_LOCK_S`` is taken over.
@@ -42,7 +43,8 @@ import numpy as np
 
 from gpt_lightning.atomic import atomic_write
 from gpt_lightning.data import shards as S
-from gpt_lightning.data.sources import TEXT, UNIT_BYTES, HubSpec, Unit, file_identity, file_sha256, file_units
+from gpt_lightning.data import sources
+from gpt_lightning.data.sources import TEXT, HubSpec, file_identity, file_sha256, file_units
 from gpt_lightning.data.sources import hub_units, list_files, read_unit
 from gpt_lightning.errors import ConfigError
 
@@ -51,6 +53,7 @@ TOKENIZER_ID = "tiktoken-gpt2"
 EOT = 50256
 STALE_LOCK_S = 120.0  # a .lock not refreshed for this long belongs to a dead preparer
 HEARTBEAT_S = 10.0
+SAVE_EVERY_S = 60.0  # progress.json is also written this often (a kill loses at most this much work)
 
 
 # ---- what is prepared ------------------------------------------------------------------------------
@@ -62,7 +65,7 @@ def settings_of(text_column: str, shard_tokens: int, val_split: str, val_fractio
             "val_fraction": val_fraction if held_out else None,
             "shuffle_documents": shuffle_documents,
             "seed": seed if (held_out or shuffle_documents) else None,
-            "unit_bytes": UNIT_BYTES, "tokenizer": TOKENIZER_ID}
+            "unit_bytes": sources.UNIT_BYTES, "tokenizer": TOKENIZER_ID}
 
 
 def identity_of(files: list[Path] | None, hub: HubSpec | None) -> dict:
@@ -139,65 +142,74 @@ def tokenize_unit(job: tuple) -> tuple:
 
 # ---- the writer ------------------------------------------------------------------------------------
 class ShardWriter:
-    """Appends one stream's ids to fixed-size shards; knows where it stopped (for a resume).
+    """Appends one stream's ids to fixed-size shards, and can say where it is (for a resume).
 
-    ``pos, skip``: the finished shards hold the stream's ids of the units at positions
-    ``< pos`` of the unit order and the first ``skip`` ids of the unit at ``pos``.
+    The shard being filled is ``<stream>_<index>.bin.part``; full, it is renamed to its final
+    name. ``state()`` flushes it to disk and returns the finished shards and the part's length;
+    a writer built from that state truncates the part to that length and goes on.
     """
 
     def __init__(self, folder: Path, stream: str, shard_tokens: int, state: dict | None) -> None:
         self.folder, self.stream, self.shard_tokens = folder, stream, shard_tokens
-        state = state or {"shards": [], "pos": 0, "skip": 0}
-        self.shards, self.pos, self.skip = list(state["shards"]), state["pos"], state["skip"]
+        state = state or {"shards": [], "open_tokens": 0, "open_documents": 0}
+        self.shards = list(state["shards"])
+        self._n, self._docs = int(state["open_tokens"]), int(state["open_documents"])
         self._fh = None
-        self._n = self._docs = 0
-        self.finished = False  # a shard was finished since the last save
+        if self._n:
+            part = self._part()
+            if not part.is_file() or part.stat().st_size < self._n * 2:
+                raise ConfigError(f"{part} is shorter than {S.PROGRESS} says; delete {self.folder} and prepare again")
+            self._fh = open(part, "r+b")
+            self._fh.truncate(self._n * 2)
+            self._fh.seek(self._n * 2)
+        self.finished = False  # a shard was finished since the last state()
 
-    def state(self) -> dict:
-        return {"shards": self.shards, "pos": self.pos, "skip": self.skip}
+    def files(self) -> set[str]:
+        return {e["file"] for e in self.shards} | ({self._part().name} if self._n else set())
 
-    def _tmp(self) -> Path:
-        return self.folder / (S.shard_name(self.stream, len(self.shards)) + ".tmp")
+    def _part(self) -> Path:
+        return self.folder / (S.shard_name(self.stream, len(self.shards)) + ".part")
 
-    def add(self, pos: int, ids: np.ndarray) -> None:
-        if pos < self.pos:
-            return
-        done = 0
-        if pos == self.pos:
-            ids, done = ids[self.skip:], self.skip
+    def add(self, ids: np.ndarray) -> None:
         while len(ids):
             if self._fh is None:
-                self._fh = open(self._tmp(), "wb")
+                self._fh = open(self._part(), "wb")
                 self._n = self._docs = 0
             take = min(len(ids), self.shard_tokens - self._n)
             chunk = ids[:take]
             self._fh.write(chunk.tobytes())
             self._n += take
             self._docs += int(np.count_nonzero(chunk == EOT))
-            ids, done = ids[take:], done + take
+            ids = ids[take:]
             if self._n == self.shard_tokens:
-                self._close()
-                self.pos, self.skip = pos, done  # resume: skip what this unit already gave
-        # ids in the open shard are not recorded: a resume tokenizes their units again
+                self._finish()
 
-    def _close(self) -> None:
+    def _finish(self) -> None:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
         self._fh = None
         name = S.shard_name(self.stream, len(self.shards))
-        os.replace(self._tmp(), self.folder / name)
+        os.replace(self._part(), self.folder / name)
         self.shards.append({"file": name, "tokens": self._n, "documents": self._docs})
+        self._n = self._docs = 0
         self.finished = True
 
-    def close(self, end_pos: int) -> None:
+    def state(self) -> dict:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        self.finished = False
+        return {"shards": self.shards, "open_tokens": self._n, "open_documents": self._docs}
+
+    def close(self) -> None:
+        """Finish the last, shorter shard (a stream without ids has no shard)."""
         if self._fh is not None and self._n:
-            self._close()
+            self._finish()
         elif self._fh is not None:
             self._fh.close()
-            os.remove(self._tmp())
+            os.remove(self._part())
             self._fh = None
-        self.pos, self.skip = end_pos, 0
 
 
 # ---- the lock -----------------------------------------------------------------------------------------
@@ -287,14 +299,13 @@ def _prepare_locked(folder: Path, files, hub, identity, settings, workers, progr
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     if state.get("settings") != settings or state.get("identity") != identity:
         state = {}
+    S.remove_partial(folder, keep={f for s in S.STREAMS for f in _files_of(s, state.get(s))})
     writers = {s: ShardWriter(folder, s, settings["shard_tokens"], state.get(s)) for s in S.STREAMS}
-    keep = {e["file"] for w in writers.values() for e in w.shards}
-    S.remove_partial(folder, keep)
     units = hub_units(hub) if hub is not None else file_units(files)
     order = list(range(len(units)))
     if settings["shuffle_documents"]:
         order = [int(i) for i in np.random.default_rng([settings["seed"], 2]).permutation(len(units))]
-    start = min(w.pos for w in writers.values())
+    start = int(state.get("next_unit", 0))
     val_fraction = settings["val_fraction"] or 0.0
     jobs = [(units[order[p]], settings["text_column"], hub, val_fraction, settings["shuffle_documents"],
              settings["seed"] or 0) for p in range(start, len(order))]
@@ -304,27 +315,28 @@ def _prepare_locked(folder: Path, files, hub, identity, settings, workers, progr
     if start:
         log.info("resuming the preparation of %s at unit %d of %d", folder, start, len(units))
 
-    def save():
-        info = {"identity": identity, "settings": settings, "documents": docs,
+    saved = time.time()
+
+    def save(next_unit: int):  # after a whole unit: every stream is at the same place
+        info = {"identity": identity, "settings": settings, "documents": docs, "next_unit": next_unit,
                 **{s: w.state() for s, w in writers.items()}}
         atomic_write(state_file, lambda tmp: Path(tmp).write_text(json.dumps(info)))
 
     with _bar(len(units), start, progress) as bar, _pool(n_workers) as pool:
         results = pool.imap(tokenize_unit, jobs, chunksize=1) if pool else map(tokenize_unit, jobs)
         for p, (index, train_ids, val_ids, n_docs) in enumerate(results, start):
-            writers["train"].add(p, train_ids)
-            writers["val"].add(p, val_ids)
+            writers["train"].add(train_ids)
+            writers["val"].add(val_ids)
             docs += n_docs
             tokens += len(train_ids) + len(val_ids)
-            if any(w.finished for w in writers.values()):
-                for w in writers.values():
-                    w.finished = False
-                save()
+            if any(w.finished for w in writers.values()) or time.time() - saved > SAVE_EVERY_S:
+                save(p + 1)
+                saved = time.time()
             bar.update(1)
             bar.set_postfix_str(f"{docs:,} documents, {tokens:,} tokens, "
                                 f"{tokens / max(time.time() - started, 1e-9) / 1e6:.2f}M tokens/s", refresh=False)
         for w in writers.values():
-            w.close(len(order))
+            w.close()
         source = {"files": [{**f, "sha256": h} for f, h in
                             zip(identity["files"], (pool.map(file_sha256, [f["path"] for f in identity["files"]])
                                                     if pool else map(file_sha256, [f["path"] for f in identity["files"]])))]
@@ -341,6 +353,16 @@ def _prepare_locked(folder: Path, files, hub, identity, settings, workers, progr
         os.remove(state_file)
     return manifest
 
+
+
+def _files_of(stream: str, state: dict | None) -> set[str]:
+    """The files a stream's saved state refers to: finished shards and the part being filled."""
+    if not state:
+        return set()
+    names = {e["file"] for e in state["shards"]}
+    if state.get("open_tokens"):
+        names.add(S.shard_name(stream, len(state["shards"])) + ".part")
+    return names
 
 
 def _describe(files, hub) -> str:

@@ -7,7 +7,8 @@ A prepared corpus is one folder, ``<data.cache>/corpora/<key>/``::
     train_000001.bin     (the last shard of a stream holds the rest)
     ...
     val_000000.bin       held-out documents (data.val_split=documents), same layout
-    progress.json        while preparing only: the finished shards and where each stream stopped
+    train_000002.bin.part  while preparing only: the shard being filled
+    progress.json        while preparing only: the finished shards, the parts' lengths, the next unit
     .lock                while preparing only: who prepares (host, pid), refreshed every few seconds
 
 Every document is followed by ``<|endoftext|>`` (50256); a document may continue from one shard
@@ -127,7 +128,7 @@ def shard_files(folder: Path) -> list[str]:
 def remove_partial(folder: Path, keep: set[str]) -> None:
     """Delete shard files and temporaries that ``progress.json`` does not list as finished."""
     for p in Path(folder).iterdir():
-        if p.name.endswith(".tmp") or (p.name.endswith(".bin") and p.name not in keep):
+        if p.name.endswith(".tmp") or (p.name.endswith((".bin", ".part")) and p.name not in keep):
             try:
                 os.remove(p)
             except OSError:

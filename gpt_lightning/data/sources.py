@@ -159,7 +159,8 @@ def list_files(path) -> list[Path]:
     return files
 
 
-def file_units(files: list[Path], unit_bytes: int = UNIT_BYTES) -> list[Unit]:
+def file_units(files: list[Path], unit_bytes: int | None = None) -> list[Unit]:
+    unit_bytes = unit_bytes or UNIT_BYTES
     units: list[Unit] = []
     for path in files:
         kind = file_kind(path)
