@@ -160,7 +160,7 @@ def _record_failed_job(err: ConfigError) -> bool:
 def prepare_job(values: dict, ctx) -> dict:
     """``python -m gpt_lightning.data.prepare``: prepare the data config's corpus, print where it is."""
     from gpt_lightning.config.schemas import build
-    from gpt_lightning.data.prepare import summary
+    from gpt_lightning.data.shards import summary
 
     data = build(values.get("data") or {}, "data")
     if not hasattr(data, "_prepared"):

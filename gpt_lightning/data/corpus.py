@@ -133,7 +133,7 @@ class CorpusDataModule(ResumableDataModule):
             if size < need:
                 advice = ("use data.val_split=tail (the last data.val_fraction of the tokens), a larger "
                           "data.val_fraction or more documents" if part == "validation" and self.val_split == "documents"
-                          else f"use a smaller data.max_length or more text")
+                          else "use a smaller data.max_length or more text")
                 docs = manifest["totals"]["train_documents"] + manifest["totals"]["val_documents"]
                 raise ConfigError(f"{self.describe()} has {n + len(val) * (val is not train):,} tokens in {docs:,} "
                                   f"documents, so its {part} part ({size:,} tokens, data.val_split={self.val_split}, "

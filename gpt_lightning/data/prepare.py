@@ -114,7 +114,7 @@ def tokenize_unit(job: tuple) -> tuple:
     unit, column, hub, val_fraction, shuffle, seed = job
     enc = _encoder()
     encode = enc.encode_to_numpy
-    eot = np.array([EOT], dtype=np.uint32)
+    eot = np.array([EOT], dtype=np.uint16)
     rng = np.random.default_rng([seed, unit.index])
     out = {False: [], True: []}  # held out? -> arrays
     pending: list[np.ndarray] = []  # pieces of a text document not yet ended
@@ -126,7 +126,7 @@ def tokenize_unit(job: tuple) -> tuple:
         pieces = (docs[i] for i in order)
     for text, ends in pieces:
         if text:
-            pending.append(encode(text, allowed_special=set(), disallowed_special=()))
+            pending.append(encode(text, allowed_special=set(), disallowed_special=()).astype(np.uint16))
         if ends:
             held = bool(val_fraction) and rng.random() < val_fraction
             target = out[held]
@@ -136,7 +136,7 @@ def tokenize_unit(job: tuple) -> tuple:
             documents += 1
     if pending:  # a text unit that does not end its file: its document goes on in the next unit
         out[False].extend(pending)
-    cat = lambda arrays: np.concatenate(arrays).astype(np.uint16) if arrays else np.empty(0, np.uint16)
+    cat = lambda arrays: np.concatenate(arrays) if arrays else np.empty(0, np.uint16)
     return unit.index, cat(out[False]), cat(out[True]), documents
 
 
@@ -405,13 +405,6 @@ def _bar(total: int, initial: int, enabled: bool):
 
     with tqdm(total=total, initial=initial, unit="unit", desc="preparing", file=sys.stderr, leave=False) as bar:
         yield bar
-
-
-def summary(folder: Path, manifest: dict) -> str:
-    t = manifest["totals"]
-    return (f"prepared {folder}: {t['train_tokens']:,} training tokens ({t['train_documents']:,} documents) in "
-            f"{len(manifest['train'])} shards, {t['val_tokens']:,} held-out tokens ({t['val_documents']:,} documents) "
-            f"in {len(manifest['val'])}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,3 +133,10 @@ def remove_partial(folder: Path, keep: set[str]) -> None:
                 os.remove(p)
             except OSError:
                 pass
+
+
+def summary(folder: Path, manifest: dict) -> str:
+    t = manifest["totals"]
+    return (f"prepared {folder}: {t['train_tokens']:,} training tokens ({t['train_documents']:,} documents) in "
+            f"{len(manifest['train'])} shards, {t['val_tokens']:,} held-out tokens ({t['val_documents']:,} documents) "
+            f"in {len(manifest['val'])}")

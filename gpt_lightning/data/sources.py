@@ -35,7 +35,7 @@ from typing import Iterator
 from gpt_lightning.data.token_cache import expand_paths
 from gpt_lightning.errors import ConfigError
 
-UNIT_BYTES = 32 << 20  # a unit of work reads about this much (a process holds its ids in memory)
+UNIT_BYTES = 16 << 20  # a unit of work reads about this much (a process holds its ids in memory)
 READ_BYTES = 1 << 20  # text files are read in blocks of this size
 SNIFF_BYTES = 4096  # bytes looked at to tell a binary file
 
