@@ -53,7 +53,7 @@ class CorpusDataModule(ResumableDataModule):
 
     def __init__(self, path: str | list[str] | None = None, hub: str | None = None, hub_config: str | None = None,
                  split: str = "train", streaming: bool = False, data_files: str | list[str] | None = None,
-                 revision: str | None = None, text_column: str = "text", max_length: int | None = 1024,
+                 revision: str | None = None, text_column: str = "text", max_length: int | None = None,
                  stride: int | None = None, batch_size: int = 8,
                  val_split: Literal["documents", "tail"] = "documents", val_fraction: float = 0.01,
                  shard_tokens: int = 100_000_000, shuffle_documents: bool = False,

@@ -95,6 +95,12 @@ def data_facts(datamodule) -> dict:
                      tokens=getattr(datamodule, "num_tokens", meta.get("num_tokens")),
                      train_tokens=(train.end - train.start) if train is not None else None,
                      val_fraction=getattr(datamodule, "val_fraction", None), stride=getattr(datamodule, "stride", None))
+    elif getattr(datamodule, "manifest", None):  # data/corpus.py: prepared shards
+        source, train, val = datamodule.manifest["source"], datamodule.train_set, datamodule.val_set
+        files = [f["path"] for f in source.get("files", [])] or [f"hub:{source['hub']['name']}"]
+        facts.update(kind="pretraining", name="corpus", files=files, token_cache=str(datamodule.folder),
+                     tokens=(train.end - train.start) + (val.end - val.start), train_tokens=train.end - train.start,
+                     val_fraction=datamodule.val_fraction, stride=datamodule.stride)
     elif hasattr(datamodule, "train_records"):  # data/instruct.py
         from gpt_lightning.data.instruct import DATASET_NAME
         from gpt_lightning.download import fetch_dataset
@@ -262,6 +268,9 @@ def _data_section(data: Mapping) -> list[str]:
     note = ("The content hash is the first 24 hex digits of the sha256 of the files' bytes (in order) and of "
             "the tokenizer's name (`gpt_lightning.data.token_cache.corpus_key`): the same hash, the same data"
             + ("; the token cache is named by it." if data.get("kind") == "pretraining" else "."))
+    if data.get("name") == "corpus":  # data/corpus.py
+        note = ("The token cache is the prepared corpus: shards of uint16 ids and a manifest.json with the source "
+                "files' sizes, times and sha256 (docs/data.md, the shard layout).")
     return ["## Data", ""] + _table(rows) + [note, ""]
 
 
@@ -274,6 +283,8 @@ def _recipe_section(facts: Mapping) -> list[str]:
     devices = last.get("devices") or 1
     accumulate = t.get("accumulate_grad_batches") or 1
     batch = data.get("batch_size")
+    if t.get("tokens_per_step") and batch and data.get("max_length"):  # the accumulation was derived from it
+        accumulate = t["tokens_per_step"] // (batch * data["max_length"] * devices)
     tokens_per_step = (batch * data["max_length"] * devices * accumulate
                        if batch and data.get("max_length") and data.get("kind") == "pretraining" else None)
     rows = [("optimizer", f"AdamW, lr {o.get('lr')}, betas {o.get('betas')}, eps {o.get('eps')}, "
