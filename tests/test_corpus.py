@@ -360,3 +360,23 @@ def test_the_fineweb_recipe_at_tiny_shape_trains_and_exports_gpt2s_vocabulary(co
     idx = torch.randint(0, 50257, (2, 16))
     with torch.no_grad():
         assert (ours(idx)[..., :50257] - hf(idx).logits).abs().max() < 1e-4
+
+
+def test_the_prepare_command_prepares_what_train_py_then_finds(corpus, tmp_path):
+    """`python -m gpt_lightning.data.prepare` with train.py's data keys; a second run finds the copy."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    folder, _ = corpus
+    args = [sys.executable, "-m", "gpt_lightning.data.prepare", "data=corpus", f"data.path={folder / 'b.jsonl'}",
+            f"data.cache={tmp_path / 'cache'}", "data.shard_tokens=10000", "data.progress=false",
+            f"hydra.run.dir={tmp_path / 'out'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(args, cwd=tmp_path, env=env, text=True, capture_output=True, timeout=240)
+    assert first.returncode == 0, first.stderr
+    line = next(x for x in first.stdout.splitlines() if x.startswith("prepared "))
+    assert "training tokens" in line and "in 4 shards" in line
+    manifest = read_manifest(Path(line.split()[1].rstrip(":")))
+    assert manifest["totals"]["train_documents"] + manifest["totals"]["val_documents"] == 40
