@@ -22,7 +22,8 @@ from gpt_lightning.config.schemas import parse
 CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 # what an option needs besides itself to build on this machine, or the one-line error it must give
-NEEDS = {("data", "text"): ["data.path=README.md"], ("init", "checkpoint"): ["init.path=README.md"]}
+NEEDS = {("data", "text"): ["data.path=README.md"], ("data", "corpus"): ["data.path=README.md"],
+         ("init", "checkpoint"): ["init.path=README.md"]}
 ERRORS = {("strategy", "fsdp"): "strategy='fsdp' is invalid: needs GPUs"}
 
 
