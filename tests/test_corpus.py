@@ -115,6 +115,19 @@ def test_unsupported_formats_are_refused_by_name(tmp_path, name, content, fmt):
         sources.list_files(str(tmp_path / name))
 
 
+def test_a_bad_record_stops_the_pool_with_one_line(tmp_path):
+    good = json.dumps({"text": "fine"})
+    (tmp_path / "a.jsonl").write_text(good + "\n" + good + "\n")
+    (tmp_path / "b.jsonl").write_text(good + "\n" + "{not json\n")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(ConfigError, match=r"b.jsonl is not JSON Lines \(line 2 is not one JSON object\)"):
+        P.prepare(cache=tmp_path / "x", path=[str(tmp_path / n) for n in ("a.jsonl", "b.jsonl")], workers=2,
+                  progress=False)
+    with pytest.raises(ConfigError, match=r"data.text_column='text' is invalid: .*c.jsonl has records without it "
+                                          r"\(keys: \['body'\]\)"):
+        P.prepare(cache=tmp_path / "x", path=str(tmp_path / "c.jsonl"), workers=1, progress=False)
+
+
 def test_data_text_refuses_jsonl_and_parquet_instead_of_reading_markup(corpus):
     from gpt_lightning.data.pretrain import PretrainDataModule
 

@@ -311,7 +311,7 @@ def _prepare_locked(folder: Path, files, hub, identity, settings, workers, progr
              settings["seed"] or 0) for p in range(start, len(order))]
     n_workers = max(1, min(workers or default_workers(), len(jobs) or 1))
     docs = state.get("documents", 0)
-    tokens = sum(e["tokens"] for w in writers.values() for e in w.shards)
+    tokens = before = sum(e["tokens"] for w in writers.values() for e in w.shards)
     if start:
         log.info("resuming the preparation of %s at unit %d of %d", folder, start, len(units))
 
@@ -334,7 +334,7 @@ def _prepare_locked(folder: Path, files, hub, identity, settings, workers, progr
                 saved = time.time()
             bar.update(1)
             bar.set_postfix_str(f"{docs:,} documents, {tokens:,} tokens, "
-                                f"{tokens / max(time.time() - started, 1e-9) / 1e6:.2f}M tokens/s", refresh=False)
+                                f"{(tokens - before) / max(time.time() - started, 1e-9) / 1e6:.2f}M tokens/s", refresh=False)
         for w in writers.values():
             w.close()
         source = {"files": [{**f, "sha256": h} for f, h in
