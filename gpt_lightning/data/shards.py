@@ -112,6 +112,9 @@ class TokenStream:
         if a < 0 or a + n > len(self):
             raise IndexError(f"ids {a}..{a + n} outside 0..{len(self)}")
         i = bisect.bisect_right(self.starts, a) - 1
+        if a + n <= self.starts[i + 1]:  # inside one shard: a view, no copy
+            off = a - self.starts[i]
+            return self._shard(i)[off:off + n]
         parts, need = [], n
         while need > 0:
             off = a - self.starts[i]
