@@ -98,6 +98,17 @@ CASES = [
     (F, ["data.train_fraction=0.9"], r"data.train_fraction=0.9 is invalid: train \+ val \+ test fractions sum to 1.05"),
     (F, ["data.batch_size=0"], r"data.batch_size=0 is invalid"),
     (F, ["data.template.preamble=1"], r"data.template.preamble=1 is invalid: a string"),
+    # data=corpus and the batch in tokens
+    (T, ["data=corpus"], r"data.path=None is invalid: data=corpus reads either data.path .* or data.hub"),
+    (T, ["data=corpus", "data.path=x.jsonl", "data.hub=a/b"], r"data.path='x.jsonl' is invalid: .* exactly one"),
+    (T, ["data=corpus", "data.path=x", "data.val_split=random"], r"data.val_split='random' is invalid: one of documents, tail"),
+    (T, ["data=corpus", "data.path=x", "data.shard_tokens=0"], r"data.shard_tokens=0 is invalid: a positive integer"),
+    (T, ["data=corpus", "data.path=x", "data.prepare_workers=0"], r"data.prepare_workers=0 is invalid: a number of processes"),
+    (T, ["trainer.tokens_per_step=1000"], r"trainer.tokens_per_step=1000 is invalid: a multiple of data.batch_size x "
+                                          r"data.max_length x ranks = 2 x 256 x 1 = 512 tokens per micro-batch \(e.g. 512 or 1,024\)"),
+    (T, ["trainer.tokens_per_step=1024", "trainer.accumulate_grad_batches=4"],
+     r"trainer.accumulate_grad_batches=4 is invalid: 1 \(left to trainer.tokens_per_step"),
+    (T, ["trainer.tokens_per_step=0"], r"trainer.tokens_per_step=0 is invalid: a number >= 1 or null"),
     # fine-tuning
     (F, ["finetune.lora.rank=-1"], r"finetune.lora.rank=-1 is invalid"),
     (F, ["finetune.lora.targets=[bogus]"], r"finetune.lora.targets=\['bogus'\] is invalid: a non-empty list among"),

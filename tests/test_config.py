@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from helpers import ROOT, compose_config
 from gpt_lightning import ConfigError, GPTConfig
-from gpt_lightning.config.schemas import (CallbacksConfig, DDPConfig, FinetuneConfig, FSDPConfig, OptimConfig, PerfConfig, StrategyConfig, TrainerConfig, build, train_spec)
+from gpt_lightning.config.schemas import (CallbacksConfig, DDPConfig, FinetuneConfig, FSDPConfig, OptimConfig, PerfConfig, StrategyConfig, TrainerConfig, train_spec)
 from gpt_lightning.data.instruct import InstructDataModule
 from gpt_lightning.data.pretrain import PretrainDataModule
 from gpt_lightning.config.generate import GenerateConfig
@@ -22,7 +21,8 @@ from gpt_lightning.config.schemas import parse
 CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 # what an option needs besides itself to build on this machine, or the one-line error it must give
-NEEDS = {("data", "text"): ["data.path=README.md"], ("init", "checkpoint"): ["init.path=README.md"]}
+NEEDS = {("data", "text"): ["data.path=README.md"], ("data", "corpus"): ["data.path=README.md"],
+         ("init", "checkpoint"): ["init.path=README.md"]}
 ERRORS = {("strategy", "fsdp"): "strategy='fsdp' is invalid: needs GPUs"}
 
 

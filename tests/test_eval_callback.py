@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from helpers import compose_config, run_script
 from eval_fixtures import LAMBADA, write_lambada
 from gpt_lightning.weights.hf_io import load_pretrained
-from gpt_lightning import GPT, ConfigError
+from gpt_lightning import ConfigError
 from gpt_lightning.evaluate import lambada
 from gpt_lightning.train.callbacks.evaluation import eval_callbacks
 from gpt_lightning.evaluate.tasks import evaluate

@@ -11,7 +11,7 @@ from helpers import compose_config, run_script
 from gpt_lightning.weights.hf_io import load_pretrained
 from gpt_lightning.cli.hydra_adapter import plain
 from eval_fixtures import HELLASWAG, LAMBADA, write_hellaswag, write_lambada, write_responses, write_text
-from gpt_lightning import GPT, ConfigError
+from gpt_lightning import ConfigError
 from gpt_lightning.evaluate import hellaswag
 from gpt_lightning.evaluate import lambada
 from gpt_lightning.evaluate.perplexity import Perplexity, windows

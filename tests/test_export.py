@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from helpers import compose_config, data_dir, run_job
 from gpt_lightning.weights.hf_io import load_pretrained
 from gpt_lightning.cli.hydra_adapter import plain
-from gpt_lightning import GPT, get_tokenizer
+from gpt_lightning import get_tokenizer
 from gpt_lightning.weights import export as export_cli
 from gpt_lightning.generate import job as generate_app
 from gpt_lightning.generate.sampling import generate

@@ -59,7 +59,7 @@ def test_finetune_from_downloaded_init_learns_responses(tiny_gpt2_hub, tmp_path,
 
     # The samples after each validation use data.template.*, the template trained on: the
     # last one (step 20, the final weights) is what the export answers in that template.
-    from gpt_lightning import GPT, get_tokenizer
+    from gpt_lightning import get_tokenizer
     from gpt_lightning.train.callbacks import SampleText
     from gpt_lightning.data.template import template_from_config
 

@@ -74,6 +74,11 @@ def test_the_wheel_gives_a_command_for_every_job(tmp_path):
     where = run(str(bin_dir / "python"), "-c", "import gpt_lightning; print(gpt_lightning.__file__)").stdout
     assert Path(where.strip()).is_relative_to(bin_dir.parent), where  # the wheel's copy, not the checkout
 
+    (work / "corpus.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(20)))
+    prepared = run("gpt-prepare", "data=corpus", "data.path=corpus.jsonl", "data.cache=cache", "data.progress=false",
+                   "data.prepare_workers=1", "hydra.run.dir=prep").stdout
+    assert "prepared " in prepared and (work / "cache").is_dir(), prepared
+
     (work / "myconf" / "model").mkdir(parents=True)  # the user's own config folder, the Hydra way
     (work / "myconf" / "model" / "mine.yaml").write_text(MY_MODEL)
     run("gpt-train", "--config-dir", "myconf", *TINY, "model=mine", "hydra.run.dir=run")

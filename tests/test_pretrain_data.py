@@ -1,6 +1,5 @@
 """Sliding windows, the memory-mapped token cache, the resumable sampler, bad data."""
 
-import math
 
 import numpy as np
 import pytest

@@ -6,7 +6,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from helpers import compose_config
 from gpt_lightning.config.schemas import train_spec

@@ -124,7 +124,7 @@ def test_only_the_adapter_knows_hydra():
 
 
 def test_entry_scripts_are_thin():
-    for script in ("train.py", "finetune.py", "generate.py", "serve.py", "evaluate.py"):
+    for script in ("train.py", "finetune.py", "generate.py", "serve.py", "evaluate.py", "prepare.py"):
         lines = [line for line in (ROOT / script).read_text().splitlines() if line.strip()]
         assert len(lines) <= 20, script
 

@@ -10,7 +10,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import compose_config, run_job
 from gpt_lightning.weights.hf_io import load_pretrained
-from gpt_lightning import GPT
 from gpt_lightning.train import job as pipeline
 from gpt_lightning.train.schedule import lr_at
 

@@ -1,6 +1,7 @@
 """The installed commands, one per job (``[project.scripts]`` in pyproject.toml):
 
     gpt-train, gpt-finetune, gpt-generate, gpt-serve, gpt-evaluate   Hydra jobs (cli/hydra_adapter.py)
+    gpt-prepare                                                      corpus shards (data/prepare.py)
     gpt-export SOURCE OUT                                            weights/export.py
     gpt-compare RUN_OR_SWEEP [...] [--out FILE]                      runs/compare.py
 
@@ -15,7 +16,13 @@ import sys
 
 from gpt_lightning.cli.hydra_adapter import evaluate, finetune, generate, serve, train
 
-__all__ = ["compare", "evaluate", "export", "finetune", "generate", "serve", "train"]
+__all__ = ["compare", "evaluate", "export", "finetune", "generate", "prepare", "serve", "train"]
+
+
+def prepare() -> None:
+    from gpt_lightning.cli.hydra_adapter import prepare_main
+
+    prepare_main()
 
 
 def export() -> None:

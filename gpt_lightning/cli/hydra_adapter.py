@@ -214,3 +214,30 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))
+
+
+def prepare_job(values: dict, ctx) -> dict:
+    """``python prepare.py``: prepare the data config's corpus, print where it is."""
+    from gpt_lightning.config.schemas import build
+    from gpt_lightning.data.shards import summary
+
+    data = build(values.get("data") or {}, "data")
+    if not hasattr(data, "_prepared"):
+        raise bad_value("data", (values.get("data") or {}).get("_target_"),
+                        "a corpus config such as data=corpus (data=text and the public corpora prepare on first use)")
+    folder, manifest = data._prepared()
+    print(summary(folder, manifest), flush=True)
+    return manifest
+
+
+def prepare_main(argv: list[str] | None = None) -> None:
+    """The Hydra entry point of ``python prepare.py`` (conf/prepare.yaml)."""
+    import hydra
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prepare")
+    def main(cfg: DictConfig):
+        return run(cfg, prepare_job)
+
+    main()

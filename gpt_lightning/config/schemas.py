@@ -287,6 +287,7 @@ class TrainerConfig:
     max_steps: int = -1
     gradient_clip_val: float | None = 1.0
     accumulate_grad_batches: int = 1
+    tokens_per_step: int | None = None  # global batch in tokens; derives accumulate_grad_batches (config/batch_tokens.py)
     val_check_interval: int | float | None = None
     check_val_every_n_epoch: int | None = 1
     log_every_n_steps: int = 5
@@ -319,6 +320,10 @@ class TrainerConfig:
             raise bad_value("trainer.gradient_clip_val", self.gradient_clip_val,
                             "a positive norm such as 1.0, or null for no clipping")
         _positive("trainer.accumulate_grad_batches", self.accumulate_grad_batches)
+        _positive("trainer.tokens_per_step", self.tokens_per_step, allow_none=True)
+        if self.tokens_per_step is not None and self.accumulate_grad_batches != 1:
+            raise bad_value("trainer.accumulate_grad_batches", self.accumulate_grad_batches,
+                            "1 (left to trainer.tokens_per_step, which derives it); set one of the two")
         _positive("trainer.log_every_n_steps", self.log_every_n_steps)
         _positive("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch, allow_none=True)
         if self.num_sanity_val_steps < -1:
@@ -370,7 +375,7 @@ class TrainerConfig:
 
     def kwargs(self) -> dict:
         """Keyword arguments for ``lightning.Trainer`` (precision null resolved for this machine)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "tokens_per_step")}
         out["precision"] = resolve_precision(self.precision)
         return {**out, **self.extra}
 
@@ -625,6 +630,16 @@ def _loggers(node: Any) -> dict | None:
     return {name: dict(entry) for name, entry in node.items()}
 
 
+def _check_tokens_per_step(spec: TrainSpec) -> None:
+    """trainer.tokens_per_step divides evenly, checked now where the ranks are known (the job checks again)."""
+    from gpt_lightning.config.batch_tokens import accumulation, static_world_size
+
+    world, t = static_world_size(spec.trainer), spec.trainer
+    max_length = getattr(spec.data, "max_length", None) or spec.model.context_length
+    if t.tokens_per_step is not None and world is not None and hasattr(spec.data, "batch_size"):
+        accumulation(t.tokens_per_step, spec.data.batch_size, max_length, world)
+
+
 def train_spec(values: Mapping) -> TrainSpec:
     """Check a composed train/finetune config (plain dict, interpolations resolved)."""
     require_given(values)
@@ -651,6 +666,7 @@ def train_spec(values: Mapping) -> TrainSpec:
     if not isinstance(values.get("data"), Mapping):
         raise bad_value("data", values.get("data"), "a data config such as data=verdict")
     spec.data = build(values["data"], "data")  # light: downloads and tokenizing wait for prepare_data
+    _check_tokens_per_step(spec)
     if spec.callbacks.eval.tasks and strategy.name == "fsdp":
         raise bad_value("callbacks.eval.tasks", spec.callbacks.eval.tasks, "not with strategy=fsdp (its ranks hold "
                         "shards of the weights); evaluate the export with evaluate.py instead")

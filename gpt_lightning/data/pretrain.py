@@ -77,7 +77,7 @@ class PretrainDataModule(ResumableDataModule):
     def _token_file(self) -> Path:
         if self.token_file is None:
             files = ([fetch_dataset(CORPORA[self.name], self.path)] if self.name in CORPORA
-                     else expand_paths(self.path))
+                     else _text_files(expand_paths(self.path)))
             self.token_file = tokenize_to_cache(files, self.cache, progress=self.progress)
         return self.token_file
 
@@ -115,6 +115,19 @@ class PretrainDataModule(ResumableDataModule):
         sampler = self.make_sampler(len(self.val_set), train=False, seed=self.seed)
         return DataLoader(EvalPadding(self.val_set, _no_targets), batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers)
+
+
+def _text_files(files: list[Path]) -> list[Path]:
+    """``files`` if each is plain text; JSON Lines, parquet or another format stops with one line
+    (it would otherwise be tokenized as text, JSON markup and all)."""
+    from gpt_lightning.data.sources import TEXT, file_kind
+
+    for path in files:
+        kind = file_kind(path)  # refuses CSV, archives, binary files ... by name
+        if kind != TEXT:
+            raise ConfigError(f"{path} is {kind}, which data=text would read as plain text; use data=corpus "
+                              f"data.path={str(path)!r} (one document per record, data.text_column names the field)")
+    return files
 
 
 def _no_targets(item: dict) -> dict:

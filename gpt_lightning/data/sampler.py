@@ -70,6 +70,7 @@ class ResumableDataModule(L.LightningDataModule):
     """
 
     batch_size: int
+    sampler_class = ResumableSampler  # data/permutation.py's sampler for corpora of any size
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,7 +82,7 @@ class ResumableDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         shuffle = train if shuffle is None else shuffle
-        sampler = ResumableSampler(num_items, shuffle=shuffle, seed=seed, rank=rank, world_size=world, pad=train)
+        sampler = self.sampler_class(num_items, shuffle=shuffle, seed=seed, rank=rank, world_size=world, pad=train)
         if train:
             epoch, batches = self._position
             if batches:

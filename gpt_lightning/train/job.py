@@ -32,6 +32,7 @@ from omegaconf import OmegaConf
 from gpt_lightning.train import resume
 from gpt_lightning.train import run_folder
 from gpt_lightning.train import callbacks as run_callbacks
+from gpt_lightning.config.batch_tokens import accumulation
 from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, RunRecord, SampleText, TrainSetLoss
 from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
@@ -97,6 +98,9 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
         TrackerRuns(),  # W&B / MLflow run ids in checkpoints: a resume continues those runs
         RunRecord(_config_dict(spec, ctx), ctx.command),  # for the model card
     ])
+    if spec.trainer.tokens_per_step is not None:  # the global batch in tokens: derive the accumulation
+        trainer.accumulate_grad_batches = accumulation(spec.trainer.tokens_per_step, spec.data.batch_size,
+                                                       spec.data.max_length, trainer.world_size)
     start = time.time()
     with job_scope(trainer.strategy):
         ckpt_path = resume.resolve(spec.run.ckpt_path, out, module, spec.data, trainer.world_size)

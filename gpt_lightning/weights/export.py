@@ -27,7 +27,7 @@ from gpt_lightning.atomic import atomic_write
 from gpt_lightning.config.legacy import load_checkpoint
 from gpt_lightning.errors import ConfigError, bad_value, main_guard
 from gpt_lightning.weights.hf_io import save_pretrained
-from gpt_lightning.model import GPT
+from gpt_lightning.model import GPT, GPTConfig
 from gpt_lightning.weights.model_card import (CARD_FILE, HISTORY_STATE, LOSS_PLOT, RECORD_STATE, card_facts, plot_losses,
                                              render_card)
 from gpt_lightning.tokenizer import EOT_ID, EOT_TOKEN, bpe_file
@@ -38,8 +38,14 @@ FACTS_FILE = "card.json"
 # ---- the folder ---------------------------------------------------------------------------------
 def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | None = None,
                  sampling: Mapping | None = None) -> Path:
-    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``."""
+    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``.
+
+    A vocabulary padded for speed (model.vocab_size=50304, a multiple of 64) is trimmed back to
+    the tokenizer's 50,257 rows: the padding rows are never a target, and transformers' users
+    expect GPT-2's shape (the logits of the 50,257 real tokens are unchanged).
+    """
     folder = Path(folder)
+    model = trim_vocab(model, EOT_ID + 1)
     save_pretrained(model, folder)
     if model.config.vocab_size > EOT_ID:  # the GPT-2 tokenizer fits
         write_tokenizer_files(folder, model.config.context_length)
@@ -51,6 +57,17 @@ def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | No
     card = render_card(facts, has_plot=has_plot)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
     return folder
+
+
+def trim_vocab(model: GPT, vocab_size: int) -> GPT:
+    """``model`` with only the first ``vocab_size`` rows of its token table and output head."""
+    if model.config.vocab_size <= vocab_size:
+        return model
+    config = GPTConfig.from_dict({**model.config.to_dict(), "vocab_size": vocab_size})
+    trimmed = GPT(config)
+    state = {k: (v[:vocab_size] if k in ("wte.weight", "lm_head.weight") else v) for k, v in model.state_dict().items()}
+    trimmed.load_state_dict(state)
+    return trimmed.to(next(model.parameters()).dtype)
 
 
 def write_tokenizer_files(folder: Path, context_length: int) -> None:

@@ -57,7 +57,7 @@ def card_facts(*, model_config: Mapping, params: int, record: Mapping | None, hi
 # ---- rendering ----------------------------------------------------------------------------------
 def render_card(facts: Mapping, has_plot: bool = False) -> str:
     """The model card: YAML front matter the Hugging Face hub reads, then markdown."""
-    m, r, data = facts["model"], facts["results"], facts.get("data") or {}
+    r, data = facts["results"], facts.get("data") or {}
     name = _title(facts)
     front = {"license": facts["license"], "library_name": "transformers", "pipeline_tag": "text-generation",
              "tags": ["gpt2", "text-generation", "gpt_lightning", "pytorch-lightning", *facts["tags"]]}
@@ -164,6 +164,9 @@ def _data_section(data: Mapping) -> list[str]:
     note = ("The content hash is the first 24 hex digits of the sha256 of the files' bytes (in order) and of "
             "the tokenizer's name (`gpt_lightning.data.token_cache.corpus_key`): the same hash, the same data"
             + ("; the token cache is named by it." if data.get("kind") == "pretraining" else "."))
+    if data.get("name") == "corpus":  # data/corpus.py
+        note = ("The token cache is the prepared corpus: shards of uint16 ids and a manifest.json with the source "
+                "files' sizes, times and sha256 (docs/data.md, the shard layout).")
     return ["## Data", ""] + _table(rows) + [note, ""]
 
 
@@ -176,6 +179,8 @@ def _recipe_section(facts: Mapping) -> list[str]:
     devices = last.get("devices") or 1
     accumulate = t.get("accumulate_grad_batches") or 1
     batch = data.get("batch_size")
+    if t.get("tokens_per_step") and batch and data.get("max_length"):  # the accumulation was derived from it
+        accumulate = t["tokens_per_step"] // (batch * data["max_length"] * devices)
     tokens_per_step = (batch * data["max_length"] * devices * accumulate
                        if batch and data.get("max_length") and data.get("kind") == "pretraining" else None)
     rows = [("optimizer", f"AdamW, lr {o.get('lr')}, betas {o.get('betas')}, eps {o.get('eps')}, "

@@ -89,6 +89,12 @@ def data_facts(datamodule) -> dict:
                      tokens=getattr(datamodule, "num_tokens", meta.get("num_tokens")),
                      train_tokens=(train.end - train.start) if train is not None else None,
                      val_fraction=getattr(datamodule, "val_fraction", None), stride=getattr(datamodule, "stride", None))
+    elif getattr(datamodule, "manifest", None):  # data/corpus.py: prepared shards
+        source, train, val = datamodule.manifest["source"], datamodule.train_set, datamodule.val_set
+        files = [f["path"] for f in source.get("files", [])] or [f"hub:{source['hub']['name']}"]
+        facts.update(kind="pretraining", name="corpus", files=files, token_cache=str(datamodule.folder),
+                     tokens=(train.end - train.start) + (val.end - val.start), train_tokens=train.end - train.start,
+                     val_fraction=datamodule.val_fraction, stride=datamodule.stride)
     elif hasattr(datamodule, "train_records"):  # data/instruct.py
         from gpt_lightning.data.instruct import DATASET_NAME
         from gpt_lightning.download import fetch_dataset
