@@ -131,6 +131,8 @@ def run_folders(root: Path) -> list[Path]:
 def assert_one_set_of_artifacts(run: Path) -> None:
     """What global rank 0 alone writes, written once."""
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-step6.ckpt", "last.ckpt"]
+    # the last validation was the best: last.ckpt is a second name of best-step6.ckpt, not a copy
+    assert (run / "checkpoints" / "last.ckpt").stat().st_ino == (run / "checkpoints" / "best-step6.ckpt").stat().st_ino
     assert (run / "result.json").is_file() and (run / "export" / "model.safetensors").is_file()
     assert len(list((run / "csv").glob("metrics*.csv"))) == 1 and not list(run.glob("*rank*"))
 
@@ -174,7 +176,8 @@ def _csv_rows(run: Path) -> list[tuple]:
 
     with open(run / "csv" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    return sorted((row["step"], tuple(sorted(k for k, v in row.items() if v and k != "step"))) for row in rows)
+    rate = ("step", "train/tokens_per_s")  # a rate needs the time of the previous row: none after a resume
+    return sorted((row["step"], tuple(sorted(k for k, v in row.items() if v and k not in rate))) for row in rows)
 
 
 def _wait_for(path: Path, nodes: Nodes, timeout: float = TIMEOUT_S) -> None:
@@ -297,3 +300,24 @@ def test_a_hung_node_stops_the_others_after_strategy_timeout_s_then_the_job_resu
     resumed, uninterrupted = weights(run), weights(run_folders(env_run[0])[0])
     for key in uninterrupted:
         assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+def test_async_checkpoint_io_copies_at_save_writes_in_order_and_reports_errors(tmp_path):
+    """The background writer saves the tensors as they were when save_checkpoint returned,
+    links after the write it names, and a failed write is raised in the training thread."""
+    from gpt_lightning.atomic import WriteError
+    from gpt_lightning.train.checkpoint_io import AsyncAtomicCheckpointIO
+
+    io = AsyncAtomicCheckpointIO()
+    weights_now = torch.arange(1 << 16, dtype=torch.float32)
+    io.save_checkpoint({"w": weights_now}, tmp_path / "best-step1.ckpt")
+    weights_now += 1  # training goes on while the file is written
+    io.link_checkpoint(tmp_path / "best-step1.ckpt", tmp_path / "last.ckpt")
+    io.wait()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["w"]
+    assert torch.equal(saved, torch.arange(1 << 16, dtype=torch.float32))
+    assert (tmp_path / "last.ckpt").stat().st_ino == (tmp_path / "best-step1.ckpt").stat().st_ino
+    (tmp_path / "a_file").write_text("")
+    io.save_checkpoint({"w": weights_now}, tmp_path / "a_file" / "last.ckpt")  # returns at once
+    with pytest.raises(WriteError, match=r"cannot write .*a_file/last.ckpt"):
+        io.wait()

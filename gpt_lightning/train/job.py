@@ -172,7 +172,8 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     ckpt_dir = out / "checkpoints"
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
-                        save_top_k=1, auto_insert_metric_name=False),
+                        save_top_k=1, auto_insert_metric_name=False,
+                        save_on_train_epoch_end=False),  # at validation end, beside last.ckpt (a link then)
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
         cluster.SameRunFolder(out),  # every rank writes into rank 0's run folder

@@ -15,16 +15,15 @@ from gpt_lightning.train.preemption import PREEMPTION
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``: every N steps (or after each validation, where the best checkpoint is
-    written too), once more when training ends, so the file always holds the final state of a
+    """``last.ckpt``: every N steps (or after each validation), once more when training ends, so the file always holds the final state of a
     finished run, and when a pre-emption signal arrives (see ``preemption``): at the end of that
     optimizer step, or after the validation that step triggers, then the process exits."""
 
     def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
+                         save_on_train_epoch_end=False)
         self._step_seen: int | None = None
         self._stop_after_validation = False
-        self._validated_at: int | None = None
 
     @property
     def path(self) -> Path:
@@ -46,23 +45,14 @@ class LastCheckpoint(ModelCheckpoint):
             else:
                 self._stop(trainer)
 
-    # After a validation, last.ckpt is written where Lightning writes the best checkpoint: at
-    # validation end, or at the end of the epoch when validation runs once per epoch. (Lightning
-    # 2.6 writes save_last only beside a top-k save, and this callback keeps no top-k.)
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        # Lightning (2.6) writes save_last at validation end only when a top-k checkpoint was
+        # written in that step, and this callback keeps no top-k: with no step interval,
+        # last.ckpt is written here, after each validation (where the best checkpoint is written
+        # too: train/job.py keeps both at validation end, the moment Lightning resumes from).
         super().on_validation_end(trainer, pl_module)
         if trainer.sanity_checking:
             return
-        self._validated_at = trainer.global_step
-        if not self._should_save_on_train_epoch_end(trainer):
-            self._after_validation(trainer)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
-        super().on_train_epoch_end(trainer, pl_module)
-        if self._validated_at == trainer.global_step and self._should_save_on_train_epoch_end(trainer):
-            self._after_validation(trainer)
-
-    def _after_validation(self, trainer: L.Trainer) -> None:
         if self._every_n_train_steps == 0:
             self._save(trainer, after_validation=True)
         if self._stop_after_validation:
