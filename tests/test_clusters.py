@@ -275,13 +275,12 @@ def test_ranks_with_different_run_folders_refuse_and_a_waiting_rank_obeys_sigter
     assert "Traceback" not in out and not list(tmp_path.glob("outputs/train/*/checkpoints/*.ckpt"))
 
 
-def test_a_hung_node_stops_the_others_after_strategy_timeout_s_then_the_job_resumes(env_run, tmp_path):
+def test_a_hung_node_stops_the_others_after_strategy_timeout_s(tmp_path):
     """Rank 1 hangs (SIGSTOP, as a dead machine that closes no connection) as step 5 starts:
-    rank 0 waits strategy.timeout_s, then stops with one line saying how to resume. The same
-    command started again resumes from the last good checkpoint (step 3) to the uninterrupted
-    run's weights."""
-    args = ["run.name=hung", "strategy.timeout_s=8"]
-    nodes = env_launch(tmp_path, args, {"FAULT": "stop-step:4", "FAULT_RANK": "1"})
+    rank 0 waits strategy.timeout_s, then stops with one line saying how to resume, and
+    last.ckpt holds the last good state (step 3), which ckpt_path=auto resumes (as in the
+    srun test above)."""
+    nodes = env_launch(tmp_path, ["run.name=hung", "strategy.timeout_s=8"], {"FAULT": "stop-step:4", "FAULT_RANK": "1"})
     try:
         nodes.procs[0].wait(timeout=TIMEOUT_S)
     finally:
@@ -292,14 +291,27 @@ def test_a_hung_node_stops_the_others_after_strategy_timeout_s_then_the_job_resu
     assert re.fullmatch(r"error: another rank stopped answering \(strategy.timeout_s=8\): .*[Tt]imed out.*; this rank "
                         r"stops too\. When every node is back, start the same command with ckpt_path=auto to resume "
                         r"from the last checkpoint", line), line
-    run = tmp_path / "outputs" / "train" / "hung"
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(tmp_path / "outputs/train/hung/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 3
-    again = env_launch(tmp_path, args)
-    assert again.wait() == [0, 0], again.output()
-    resumed, uninterrupted = weights(run), weights(run_folders(env_run[0])[0])
-    for key in uninterrupted:
-        assert torch.equal(resumed[key], uninterrupted[key]), key
+
+
+def test_submitit_local_sweep_with_a_two_device_job_and_its_summary(tmp_path):
+    """hydra/launcher=local (submitit): a 2-point sweep, one point with trainer.devices=2, whose
+    second rank re-runs train.py (not submitit's entry); summary.md lists both jobs."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    sweep = tmp_path / "sweep"
+    args = [a for a in ARGS if a not in ("ckpt_path=auto", "logger=csv")]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=local", *args,
+                           "logger=none", "export=false", "data.batch_size=2", "trainer.max_steps=2",
+                           "trainer.devices=1,2", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, env=_env(tmp_path, {}), capture_output=True, text=True, timeout=TIMEOUT_S)
+    logs = "\n".join(p.read_text()[-2000:] for p in sweep.glob(".submitit/*/*.err"))
+    assert proc.returncode == 0, proc.stderr[-3000:] + logs
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
+    assert [r["overrides"][-1] for r in results] == ["trainer.devices=1", "trainer.devices=2"], logs
+    assert all(r["global_step"] == 2 for r in results)
+    summary = (sweep / "summary.md").read_text()
+    assert summary.count("| ok") == 2 and "trainer.devices=2" in summary, summary
 
 
 def test_async_checkpoint_io_copies_at_save_writes_in_order_and_reports_errors(tmp_path):
