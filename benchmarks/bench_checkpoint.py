@@ -13,7 +13,7 @@ Printed per mode: the median stall per checkpoint (time the training loop spends
 save calls), the median wall time of a round (which includes what the background writer
 takes from training), and the disk used per checkpoint; the ratios come last.
 
-    python benchmarks/bench_checkpoint.py                       # ~30M parameters, CPU
+    python benchmarks/bench_checkpoint.py                       # ~16M parameters, CPU
     python benchmarks/bench_checkpoint.py --n-embd 768 --n-layers 12 --device cuda   # 124M
 """
 
@@ -43,14 +43,18 @@ def checkpoint_dict(model: torch.nn.Module, optimizer: torch.optim.Optimizer, st
             "loops": {"fit_loop": {"step": step}}}
 
 
-def save_before(io: AtomicCheckpointIO, ckpt: dict, folder: Path, step: int) -> None:
+def save_before(io: AtomicCheckpointIO, ckpt: dict, folder: Path, step: int, previous: Path | None) -> None:
     io.save_checkpoint(ckpt, folder / f"best-step{step}.ckpt")
+    if previous is not None:  # top-1: Lightning removes the previous best after saving the new one
+        io.remove_checkpoint(previous)
     io.save_checkpoint(ckpt, folder / "last.ckpt")
 
 
-def save_after(io: AsyncAtomicCheckpointIO, ckpt: dict, folder: Path, step: int) -> None:
+def save_after(io: AsyncAtomicCheckpointIO, ckpt: dict, folder: Path, step: int, previous: Path | None) -> None:
     best = folder / f"best-step{step}.ckpt"
     io.save_checkpoint(ckpt, best)
+    if previous is not None:
+        io.remove_checkpoint(previous)
     io.link_checkpoint(best, folder / "last.ckpt")
 
 
@@ -58,7 +62,7 @@ def run_round(mode: str, args, model, optimizer, folder: Path) -> tuple[list[flo
     io = AtomicCheckpointIO() if mode == "before" else AsyncAtomicCheckpointIO()
     save = save_before if mode == "before" else save_after
     g = torch.Generator().manual_seed(0)
-    stalls, disk = [], 0
+    stalls, previous = [], None
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g).to(args.device)
@@ -66,11 +70,10 @@ def run_round(mode: str, args, model, optimizer, folder: Path) -> tuple[list[flo
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step % args.every == 0:
-            for old in folder.glob("best-*.ckpt"):  # top-1: the previous best goes
-                old.unlink()
+        if step % args.every == 0:  # each validation improves: a new best, the previous one goes
             t0 = time.perf_counter()
-            save(io, checkpoint_dict(model, optimizer, step), folder, step)
+            save(io, checkpoint_dict(model, optimizer, step), folder, step, previous)
+            previous = folder / f"best-step{step}.ckpt"
             if args.device == "cuda":
                 torch.cuda.synchronize()
             stalls.append(time.perf_counter() - t0)
@@ -82,14 +85,14 @@ def run_round(mode: str, args, model, optimizer, folder: Path) -> tuple[list[flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-embd", type=int, default=384)
-    parser.add_argument("--n-layers", type=int, default=6)
-    parser.add_argument("--n-heads", type=int, default=6)
+    parser.add_argument("--n-embd", type=int, default=256)
+    parser.add_argument("--n-layers", type=int, default=4)
+    parser.add_argument("--n-heads", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=50257)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=6, help="optimizer steps per round")
-    parser.add_argument("--every", type=int, default=3, help="a validation (best + last) every N steps")
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps per round")
+    parser.add_argument("--every", type=int, default=2, help="a validation (best + last) every N steps")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode, interleaved")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dir", default=None, help="where checkpoints go (default: a temporary folder)")
@@ -101,7 +104,7 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     root = Path(args.dir or tempfile.mkdtemp(prefix="bench_checkpoint."))
     print(f"{model.num_params() / 1e6:.1f}M parameters, {args.steps} steps per round, a checkpoint every "
-          f"{args.every}, {args.rounds} interleaved rounds per mode, {args.device}, checkpoints in {root}")
+          f"{args.every}, {args.rounds} interleaved rounds per mode, {args.device}, checkpoints in {root}", flush=True)
     results: dict[str, dict[str, list]] = {m: {"stall": [], "wall": [], "disk": []} for m in ("before", "after")}
     try:
         run_round("after", args, model, optimizer, root / "warmup")  # allocator, page cache, optimizer state
@@ -113,6 +116,8 @@ def main() -> None:
                 results[mode]["stall"] += stalls
                 results[mode]["wall"].append(wall)
                 results[mode]["disk"].append(disk)
+                print(f"  round {r + 1} {mode:>6}: stalls {', '.join(f'{x:.2f}' for x in stalls)} s, wall {wall:.1f} s",
+                      flush=True)
                 shutil.rmtree(folder)
     finally:
         if args.dir is None:

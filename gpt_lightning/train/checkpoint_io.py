@@ -6,7 +6,7 @@ optionally in the background, and a second name for the same checkpoint without 
   hard link: no second copy on disk, and deleting one name never breaks the other).
 - :class:`AsyncAtomicCheckpointIO` (``callbacks.checkpoint.async_write``) copies the
   checkpoint's tensors to host memory (the only part that stalls training), then writes it
-  in a background thread; writes and links run in order on that one thread. It is
+  in a background thread; writes, links and removals run in order on that one thread. It is
   Lightning's ``AsyncCheckpointIO`` except that tensors are copied to the CPU, not cloned on
   their device (a clone of a large model's optimizer state on the GPU would run out of memory).
   ``wait()`` blocks until every queued write is on disk (before a pre-empted process exits,
@@ -74,8 +74,10 @@ class AsyncAtomicCheckpointIO(AsyncCheckpointIO):
         self._executor.submit(self._run, self.checkpoint_io.link_checkpoint, source, path)
 
     def remove_checkpoint(self, path: _PATH) -> None:
-        self.wait()  # a queued write of that file finishes first
-        super().remove_checkpoint(path)
+        """Queued too: after the writes before it (a queued write of that file, or a link to it)."""
+        self._raise_pending()
+        self._ensure_setup()
+        self._executor.submit(self._run, self.checkpoint_io.remove_checkpoint, path)
 
     def _run(self, fn, *args) -> None:
         try:

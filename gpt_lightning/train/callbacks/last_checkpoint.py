@@ -99,6 +99,7 @@ def _best_saved_now(trainer: L.Trainer) -> str | None:
     for cb in trainer.checkpoint_callbacks:
         if isinstance(cb, LastCheckpoint) or not isinstance(cb, ModelCheckpoint) or cb.monitor is None:
             continue
-        if cb._last_global_step_saved == trainer.global_step and cb._last_checkpoint_saved:
-            return cb._last_checkpoint_saved
+        saved = cb._last_checkpoint_saved if cb._last_global_step_saved == trainer.global_step else None
+        if saved and not Path(saved).is_dir():  # not FSDP's sharded checkpoint (a folder): a file to link
+            return saved
     return None
