@@ -52,8 +52,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Nothing is queued: every save has returned when it is on disk."""
 
 
-def _to_host(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.detach().to("cpu", copy=True)
+def _host_copy(checkpoint: dict) -> dict:
+    """The checkpoint with every tensor copied to host memory; tensors that are the same view of
+    one storage (tied weights: wte and lm_head) stay one tensor, so the file holds them once."""
+    copies: dict[tuple, torch.Tensor] = {}
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key not in copies:
+            copies[key] = t.detach().to("cpu", copy=True)
+        return copies[key]
+
+    return apply_to_collection(checkpoint, torch.Tensor, copy)
 
 
 class AsyncAtomicCheckpointIO(AsyncCheckpointIO):
@@ -65,7 +75,7 @@ class AsyncAtomicCheckpointIO(AsyncCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         self._raise_pending()
         self._ensure_setup()
-        host = apply_to_collection(checkpoint, torch.Tensor, _to_host)
+        host = _host_copy(checkpoint)
         self._executor.submit(self._run, self.checkpoint_io.save_checkpoint, host, path, storage_options)
 
     def link_checkpoint(self, source: _PATH, path: _PATH) -> None:
