@@ -9,7 +9,11 @@
   = it is complete but not yet renamed into place, ``after`` = right after the rename;
 - ``kill-step:<n>``: SIGKILL this process as training step n starts;
 - ``wait-step:<n>:<marker>``: as step n starts, create the file ``<marker>`` and wait (up to
-  60 s) for a signal to arrive, so a test can send a real signal at a known moment.
+  60 s) for a signal to arrive, so a test can send a real signal at a known moment;
+- ``stop-step:<n>``: SIGSTOP this process as training step n starts (a node that hangs).
+
+With several ranks (simulated nodes), ``FAULT_RANK`` names the only global rank the fault
+applies to; a worker that torchrun restarted (``TORCHELASTIC_RESTART_COUNT`` > 0) runs clean.
 """
 
 import fnmatch
@@ -86,12 +90,22 @@ def _wait_for_signal(marker: str) -> None:
         time.sleep(0.01)
 
 
+def _fault_applies() -> bool:
+    from gpt_lightning.train.cluster import launch_rank
+
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT") or 0) > 0:
+        return False
+    return "FAULT_RANK" not in os.environ or launch_rank() == int(os.environ["FAULT_RANK"])
+
+
 def main() -> None:
-    kind, *spec = os.environ.get("FAULT", "none").split(":")
+    kind, *spec = os.environ.get("FAULT", "none").split(":") if _fault_applies() else ("none",)
     if kind == "kill":
         _kill_in_atomic_writes(spec[0], int(spec[1]), spec[2])
     elif kind == "kill-step":
         _at_step(int(spec[0]), _die)
+    elif kind == "stop-step":
+        _at_step(int(spec[0]), lambda: os.kill(os.getpid(), signal.SIGSTOP))
     elif kind == "wait-step":
         _at_step(int(spec[0]), lambda: _wait_for_signal(":".join(spec[1:])))
     sys.argv = [str(ROOT / "train.py"), *sys.argv[1:]]

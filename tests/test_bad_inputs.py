@@ -61,6 +61,9 @@ CASES = [
     (T, ["strategy=ddp", "strategy.find_unused_parameters=maybe"], r"strategy.find_unused_parameters='maybe'"),
     (T, ["strategy=ddp", "strategy.process_group_backend=mpi"], r"strategy.process_group_backend='mpi' is invalid: one of nccl, gloo"),
     (T, ["strategy.name=bogus"], r"strategy='bogus' is invalid: one of auto, single, ddp, fsdp"),
+    (T, ["strategy=ddp", "strategy.timeout_s=0"], r"strategy.timeout_s=0.0 is invalid: a number >= 1"),
+    (T, ["run.name=a/b"], r"run.name='a/b' is invalid: a folder name without '/'"),
+    (T, ["+run.bogus=1"], r"run.bogus=1 is invalid: not a key of run"),
     # the optimizer
     (T, ["optim.lr=0"], r"optim.lr=0.0 is invalid: a positive number"),
     (T, ["optim.lr=-1"], r"optim.lr=-1.0 is invalid"),

@@ -32,10 +32,12 @@ from gpt_lightning.atomic import WriteError, atomic_write, remove_stale_tmp
 from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 
 # ---- subprocess runs: 10 steps of a tiny GPT-2, epochs of 4 batches, last.ckpt every 3 steps ----
+# Checkpoints are written synchronously here: the kill moments below are defined by finished
+# writes (tests/test_clusters.py resumes runs whose checkpoints were written in the background).
 RUN = ["model=gpt2_tiny", "data.max_length=32", "data.batch_size=4", "model.dropout=0.1",
        "trainer.enable_progress_bar=false", "trainer.max_steps=10", "trainer.limit_train_batches=4",
        "trainer.limit_val_batches=2", "callbacks.checkpoint.every_n_train_steps=3", "callbacks.samples.enabled=false",
-       "optim.warmup=3", "logger=none", "ckpt_path=auto"]
+       "optim.warmup=3", "logger=none", "ckpt_path=auto", "callbacks.checkpoint.async_write=false"]
 
 
 def run_train(run: Path, fault: str = "none", wait: bool = True, extra: list[str] = (), env: dict | None = None):

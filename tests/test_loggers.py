@@ -89,11 +89,13 @@ def test_resumed_run_continues_the_same_wandb_and_mlflow_runs(tracked_runs):
 
 
 def test_several_loggers_at_once(tmp_path):
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from gpt_lightning.train.trackers import ResumableCSVLogger  # Lightning's CSVLogger, rows kept on resume
 
     cfg = plain(compose_config("train", ["logger=[tensorboard,csv]"]))
     loggers = build_logger(cfg["logger"], tmp_path / "run")
-    assert [type(lg) for lg in loggers] == [TensorBoardLogger, CSVLogger]
+    assert [type(lg) for lg in loggers] == [TensorBoardLogger, ResumableCSVLogger]
     assert build_logger(plain(compose_config("train", ["logger=none"]))["logger"], tmp_path) is False
 
 

@@ -54,6 +54,14 @@ def command(name: str, job: Callable[[dict, object], object]) -> Callable[[], ob
     # Hydra names the job after the task function's module: train.log, `python train.py ...` in reports.
     main.__module__ = name
     return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=name)(main)
+def _run_folder(name, default: str) -> str:
+    from gpt_lightning.train.cluster import folder_name
+
+    return folder_name(name, default)
+
+
+# conf/base.yaml: the run folder is named by run.name, else the job's id (srun, torchrun), else the date
+OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True)
 
 
 def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
@@ -161,17 +169,41 @@ def _config_options() -> list[str]:
     return options + ([f"--config-name={hc.job.config_name}"] if hc.job.config_name != hc.job.name else [])
 
 
+ENTRY_ENV = "GPT_LIGHTNING_ENTRY"  # the entry point a job was started from, for its DDP ranks
+
+
+def _entry() -> list[str]:
+    """How this process was started (``script.py`` or ``-m module``), as the DDP relaunch needs it.
+
+    A Hydra launcher that runs jobs elsewhere (submitit: ``python -m submitit.core._submit``)
+    passes the environment on, so the entry the user typed is recorded there first."""
+    import __main__
+
+    if os.environ.get(ENTRY_ENV):
+        return json.loads(os.environ[ENTRY_ENV])
+    spec = getattr(__main__, "__spec__", None)
+    if spec is None:
+        path = getattr(__main__, "__file__", None) or sys.argv[0]
+        return [os.path.abspath(path)] if path else []
+    return ["-m", spec.name]
+
+
+class RememberEntry(Callback):
+    """Hydra callback (conf/base.yaml): before a sweep's jobs start, the launching process records
+    its entry point in the environment, which launchers such as submitit pass on to the jobs."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        entry = _entry()
+        if entry and not (entry[0] == "-m" and entry[1].startswith("submitit.")):
+            os.environ[ENTRY_ENV] = json.dumps(entry)
+
+
 def job_command(local_rank: int) -> tuple[list[str], str]:
     """(argv, cwd) that re-runs the current Hydra job, and only it, for ``local_rank``."""
     from hydra.utils import get_original_cwd
 
-    import __main__
-
     hc = HydraConfig.get()
-    if __main__.__spec__ is None:
-        command = [sys.executable, os.path.join(get_original_cwd(), sys.argv[0])]
-    else:
-        command = [sys.executable, "-m", __main__.__spec__.name]
+    command = [sys.executable, *_entry()]
     command.append(f"--config-name={hc.job.config_name}")
     command += [option for option in _config_options() if option.startswith("--config-dir")]  # the parent's
     command += list(hc.overrides.task)

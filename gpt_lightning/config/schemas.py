@@ -415,6 +415,10 @@ class DDPConfig:
     find_unused_parameters: bool = False
     gradient_as_bucket_view: bool = True
     static_graph: bool = False
+    timeout_s: float = 1800.0  # how long a rank waits for a silent peer before it stops (one line)
+
+    def __post_init__(self) -> None:
+        _positive("strategy.timeout_s", self.timeout_s)
 
 
 @dataclass
@@ -425,11 +429,16 @@ class FSDPConfig:
     sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = "FULL_SHARD"
     state_dict_type: Literal["full", "sharded"] = "full"
     cpu_offload: bool = False
+    timeout_s: float = 1800.0  # how long a rank waits for a silent peer before it stops (one line)
+
+    def __post_init__(self) -> None:
+        _positive("strategy.timeout_s", self.timeout_s)
 
 
 @dataclass
 class CheckpointConfig:
     every_n_train_steps: int | None = None  # also write last.ckpt every N optimizer steps
+    async_write: bool = True  # write checkpoints in a background thread (training waits only for a host copy)
 
     def __post_init__(self) -> None:
         _positive("callbacks.checkpoint.every_n_train_steps", self.every_n_train_steps, allow_none=True)
@@ -539,6 +548,7 @@ class RunConfig:
     seed: int = 123
     ckpt_path: str | None = None
     export: bool = True
+    name: str | None = None  # run.name: the run folder's name, the same on every node (conf/base.yaml)
 
 
 def missing_keys(values: Any, prefix: str = "") -> list[str]:
@@ -566,7 +576,19 @@ def split_known(values: Mapping, known: Sequence[str], where: str) -> dict:
 # ---- a whole run --------------------------------------------------------------------------
 STRATEGIES = {"auto": StrategyConfig, "single": StrategyConfig, "ddp": DDPConfig, "fsdp": FSDPConfig}
 TRAIN_KEYS = ("model", "init", "data", "optim", "trainer", "strategy", "logger", "callbacks", "perf",
-              "seed", "ckpt_path", "export", "card", "finetune", "judge")
+              "seed", "ckpt_path", "export", "card", "finetune", "judge", "run")
+
+
+def _run_name(node) -> str | None:
+    """``run: {name: ...}`` (conf/base.yaml): the run folder's name on every node."""
+    node = dict(node or {})
+    if set(node) - {"name"}:
+        key = sorted(set(node) - {"name"})[0]
+        raise bad_value(f"run.{key}", node[key], "not a key of run (run.name is)")
+    name = node.get("name")
+    if name is not None and (not str(name).strip() or "/" in str(name) or str(name) in (".", "..")):
+        raise bad_value("run.name", name, "a folder name without '/', such as run.name=gpt2-124m-a")
+    return None if name is None else str(name)
 
 
 @dataclass
@@ -645,6 +667,7 @@ def train_spec(values: Mapping) -> TrainSpec:
     require_given(values)
     values = split_known(current_targets(values), TRAIN_KEYS, "this run")  # an old run's config.yaml too
     run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "run")
+    run.name = _run_name(values.get("run"))
     model = parse(GPTConfig, values.get("model") or {}, "model")
     init = parse(InitConfig, values.get("init") or {"name": "scratch"}, "init")
     strategy_node = dict(values.get("strategy") or {"name": "auto"})

@@ -17,8 +17,10 @@ comes in through :class:`RunContext`, so a run can be started from a script too.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,7 +28,6 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from gpt_lightning.train import resume
@@ -34,7 +35,8 @@ from gpt_lightning.train import run_folder
 from gpt_lightning.train import callbacks as run_callbacks
 from gpt_lightning.config.batch_tokens import accumulation
 from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, RunRecord, SampleText, TrainSetLoss
-from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
+from gpt_lightning.train import cluster
+from gpt_lightning.train.checkpoint_io import checkpoint_io
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
@@ -73,7 +75,7 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
     The run folder is locked and checked first (see ``run_folder.guard``), so a second run
     into a folder that a live run holds stops before any weights are built.
     """
-    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export):
         model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
                             tokenizer_vocab=TOKENIZER_VOCAB)
         lora = spec.finetune.lora if spec.finetune else None
@@ -84,8 +86,13 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     """Train ``model`` on ``spec.data`` as ``spec`` says; return the run's result dict."""
-    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export):
         return _fit(spec, model, ctx)
+
+
+def _owner(spec: TrainSpec) -> bool:
+    """Global rank 0 (as the launcher says: the Trainer does not exist yet) owns the run folder."""
+    return cluster.launch_rank(spec.trainer.devices) == 0
 
 
 def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
@@ -106,7 +113,14 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
         ckpt_path = resume.resolve(spec.run.ckpt_path, out, module, spec.data, trainer.world_size)
         if trainer.is_global_zero:
             (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
-        trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
+        try:
+            trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
+        except (RuntimeError, OSError) as err:  # another rank died or went silent: one line, not a hang
+            line = cluster.peer_failure(err, getattr(spec.strategy, "timeout_s", None))
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         result = _result(trainer, module, time.time() - start, ctx.overrides)
         extra = run_callbacks.results(trainer)  # eval/<task>/<metric>, best_eval/..., the responses' summary
         result.update(extra)
@@ -139,7 +153,9 @@ def fit_lengths(datamodule, model: GPT) -> None:
 # ---- the Trainer and what goes into it ----------------------------------------------------------
 def build_strategy(spec: TrainSpec, relaunch: Relaunch | None):
     s, t = spec.strategy, spec.trainer
-    options = {k: v for k, v in dataclasses.asdict(s).items() if k != "name"}
+    options = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("name", "timeout_s")}
+    if hasattr(s, "timeout_s"):
+        options["timeout"] = datetime.timedelta(seconds=s.timeout_s)
     if isinstance(s, DDPConfig):
         return JobDDPStrategy(relaunch=relaunch, **options)
     if isinstance(s, FSDPConfig):
@@ -157,9 +173,11 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     ckpt_dir = out / "checkpoints"
     callbacks: list[L.Callback] = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
-                        save_top_k=1, auto_insert_metric_name=False),
+                        save_top_k=1, auto_insert_metric_name=False,
+                        save_on_train_epoch_end=False),  # at validation end, beside last.ckpt (a link then)
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
+        cluster.SameRunFolder(out),  # every rank writes into rank 0's run folder
     ]
     s = c.samples
     if s.enabled:
@@ -210,7 +228,7 @@ def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,
         strategy=build_strategy(spec, relaunch),
         callbacks=build_callbacks(spec.callbacks, out, spec) + list(extra_callbacks),
         logger=build_logger(spec, out),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[checkpoint_io(spec.callbacks.checkpoint.async_write)],
         default_root_dir=str(out),
         use_distributed_sampler=False,  # our samplers shard across ranks and resume mid-epoch
     )

@@ -14,6 +14,7 @@ Samples, the loss plot, tables and hyperparameters go to each tracker as it supp
 
 from __future__ import annotations
 
+import csv
 import importlib
 import json
 import logging
@@ -26,6 +27,8 @@ from typing import Any, Mapping
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers import MLFlowLogger as _MLFlowLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from gpt_lightning.errors import bad_value
@@ -158,6 +161,42 @@ class MLFlowLogger(_MLFlowLogger):
             for key, value in changed.items():
                 self.experiment.set_tag(self.run_id, f"resumed.{key}", str(value)[:250])
         super().log_hyperparams({k: v for k, v in params.items() if k not in changed})
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, whose ``metrics.csv`` survives a resume (``logger=csv``).
+
+    Lightning's writer deletes an existing ``metrics.csv`` when it starts, so a resumed run
+    kept only the rows from its checkpoint's step on. Here the earlier rows are read first and
+    kept, up to the first step the resumed run logs (rows logged after the checkpoint by the
+    interrupted run are logged again by the resumed one, so they are dropped, not doubled).
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _KeepingWriter(ExperimentWriter):
+    def __init__(self, log_dir: str) -> None:
+        path = Path(log_dir) / self.NAME_METRICS_FILE
+        self._kept: list[dict] | None = None
+        if path.is_file():
+            with open(path, newline="") as fh:
+                self._kept = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+        super().__init__(log_dir)  # removes the old file
+
+    def save(self) -> None:
+        if self._kept is not None and self.metrics:
+            first = min(int(m["step"]) for m in self.metrics if "step" in m)
+            earlier = [row for row in self._kept if "step" in row and int(float(row["step"])) < first]
+            self._kept = None
+            self.metrics = earlier + self.metrics
+        super().save()
 
 
 # ---- resume ---------------------------------------------------------------------------------
