@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ENTRIES = ("train.py", "finetune.py", "generate.py", "serve.py", "evaluate.py")
 RUN = "docs"  # what <run> becomes
-SWEEP = "docs_sweep"  # what <date_time> becomes
+SWEEP = "fixture_sweep"  # what <date_time> becomes
 TAIL = 4000  # characters of output kept per block
 
 # Appended to a command unless it sets the key itself (a sweep over a key keeps its values).
@@ -151,11 +151,9 @@ def fixtures(work: Path) -> None:
     records = json.loads((Path(os.environ["GPT_LIGHTNING_DATA_DIR"]) / "instruction-data.json").read_text())[:40]
     (work / "my_records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (work / "prompts.jsonl").write_text('{"prompt": "Every effort moves you"}\n{"prompt": "Once upon a time"}\n')
-    quiet = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.max_epochs=1", "data.max_length=32", "trainer.limit_val_batches=2",
-             "trainer.enable_progress_bar=false", "callbacks.samples.max_new_tokens=4"]
-    run_entry("train.py", ["model=gpt2_tiny", *quiet, f"hydra.run.dir=outputs/train/{RUN}"], tiny=False)
-    run_entry("finetune.py", [*quiet, "finetune.responses.max_new_tokens=4", "finetune.responses.batch_size=16",
-                              f"hydra.run.dir=outputs/finetune/{RUN}"], tiny=False)
+    # With the same tiny overrides as the blocks, so `ckpt_path=outputs/train/<run>/...` resumes it.
+    run_entry("train.py", [f"hydra.run.dir=outputs/train/{RUN}"])
+    run_entry("finetune.py", [f"hydra.run.dir=outputs/finetune/{RUN}"])
     export = work / "outputs/train" / RUN / "export"
     for copy in ("my_export", "big/export", "small/export"):
         shutil.copytree(export, work / copy, dirs_exist_ok=True)
