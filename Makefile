@@ -37,7 +37,7 @@ test: install browser
 
 # The documentation site (docs/, mkdocs-material) into site/; the tests build it with --strict.
 docs: install
-	$(PYTHON) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 bench: install
 	$(PYTHON) benchmarks/bench_train.py

@@ -76,6 +76,7 @@ def tiny_overrides(script: str, args: list[str]) -> list[str]:
             extra.update(FINETUNE_TINY)
         if "-m" in args or "--multirun" in args:
             extra["hydra.sweep.dir"] = f"multirun/{script[:-3]}/docs_{next(_counter)}"
+            extra["hydra.sweep.subdir"] = "${hydra.job.num}"  # job folders named by the overrides get too long
         else:
             extra["hydra.run.dir"] = f"outputs/{script[:-3]}/docs_{next(_counter)}"
     elif script == "generate.py":
@@ -106,11 +107,10 @@ def stand_ins(work: Path) -> None:
 
     weights_dir = work / "stand_ins" / "weights"
     src = work / "stand_ins" / "gpt2_tiny_released"
+    config = GPTConfig(vocab_size=50257, context_length=1024, n_embd=32, n_layers=2, n_heads=2)  # GPT-2's vocab and context
     if not (src / "model.safetensors").is_file():
         torch.manual_seed(0)
-        config = GPTConfig(vocab_size=50257, context_length=128, n_embd=32, n_layers=2, n_heads=2)
         save_pretrained(GPT(config), src)
-    config = GPTConfig(vocab_size=50257, context_length=128, n_embd=32, n_layers=2, n_heads=2)
     weights = src / "model.safetensors"
     digest, size = sha256_of(weights), weights.stat().st_size
     for name, entry in list(sources.HUB_WEIGHTS.items()):
