@@ -101,9 +101,30 @@ def test_skip_marks_name_a_reason_and_sit_above_a_block():
     for path in doc_files():
         lines = path.read_text().splitlines()
         for n, line in enumerate(lines):
-            if "docs-test:" in line:
+            if line.lstrip().startswith("<!--") and "docs-test" in line:
                 assert SKIP.match(line), f"{path.name}:{n + 1}: write <!-- docs-test: skip (reason) -->"
                 assert n + 1 < len(lines) and FENCE.match(lines[n + 1]), f"{path.name}:{n + 1}: not above a block"
+
+
+def _slug(heading: str) -> str:
+    """The anchor mkdocs (Python-Markdown's toc) gives a heading."""
+    text = re.sub(r"[`*]", "", heading).strip().lower()
+    return re.sub(r"\s+", "-", re.sub(r"[^\w\s-]", "", text))
+
+
+def test_readme_links_reach_existing_files_and_headings():
+    """README.md is not part of the site, so its links are checked here: files and anchors exist."""
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)(?:#([^)\s]+))?\)", text)
+    assert any(target.startswith("docs/") for target, _ in links)
+    for target, anchor in links:
+        if target.startswith(("http://", "https://")):
+            continue
+        path = ROOT / target
+        assert path.exists(), f"README.md links to {target}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", path.read_text(), flags=re.M)
+            assert anchor in {_slug(h) for h in headings}, f"README.md links to {target}#{anchor}: no such heading"
 
 
 def test_site_builds_strictly(tmp_path):
