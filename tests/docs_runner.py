@@ -54,6 +54,7 @@ TRAIN_TINY = {
     "data.max_length": "32", "data.batch_size": "2", "trainer.max_steps": "2", "trainer.max_epochs": "1",
     "trainer.limit_val_batches": "2", "trainer.val_check_interval": "2", "trainer.enable_progress_bar": "false", "trainer.log_every_n_steps": "1",
     "callbacks.samples.max_new_tokens": "4",
+    "export": "false",  # the Hugging Face folder costs more than two tiny steps; the fixtures' runs write one
 }
 SCRATCH_MODEL = {"model.n_layers": "1", "model.n_embd": "64", "model.n_heads": "2"}  # any model= choice, tiny
 FINETUNE_TINY = {"finetune.responses.max_new_tokens": "4", "finetune.responses.batch_size": "16"}
@@ -152,8 +153,8 @@ def fixtures(work: Path) -> None:
     (work / "my_records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (work / "prompts.jsonl").write_text('{"prompt": "Every effort moves you"}\n{"prompt": "Once upon a time"}\n')
     # With the same tiny overrides as the blocks, so `ckpt_path=outputs/train/<run>/...` resumes it.
-    run_entry("train.py", [f"hydra.run.dir=outputs/train/{RUN}"])
-    run_entry("finetune.py", [f"hydra.run.dir=outputs/finetune/{RUN}"])
+    run_entry("train.py", [f"hydra.run.dir=outputs/train/{RUN}", "export=true"])
+    run_entry("finetune.py", [f"hydra.run.dir=outputs/finetune/{RUN}", "export=true"])
     export = work / "outputs/train" / RUN / "export"
     for copy in ("my_export", "big/export", "small/export"):
         shutil.copytree(export, work / copy, dirs_exist_ok=True)
