@@ -76,6 +76,12 @@ def fields_of(target: Any) -> dict[str, tuple[Any, Any]]:
     from gpt_lightning.config.schemas import _hints
 
     found = dict(_hints(target))
+    if not dataclasses.is_dataclass(target):  # annotations typing cannot resolve: shown as written
+        params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters
+        for name, (hint, default) in found.items():
+            written = params[name].annotation if name in params else inspect.Parameter.empty
+            if hint is Any and written is not inspect.Parameter.empty:
+                found[name] = (written, default)
     if inspect.isclass(target) and not dataclasses.is_dataclass(target):
         takes_more = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(target.__init__).parameters.values())
         base = next((b for b in target.__mro__[1:] if "__init__" in vars(b)), None)
@@ -95,6 +101,8 @@ def type_text(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is inspect.Parameter.empty or hint is Any:
         return "any"
+    if isinstance(hint, str):
+        return hint.replace("|", "\\|")
     if hint is type(None):
         return "None"
     if origin is Literal:
