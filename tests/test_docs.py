@@ -136,4 +136,7 @@ def test_site_builds_strictly(tmp_path):
                           env={**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-4000:]
     page = (tmp_path / "site/configuration/index.html").read_text()
-    assert "optim.lr" in page and "trainer.max_steps" in page
+    assert "optim.lr" in page and "trainer.max_steps" in page and "<code>int | None</code>" in page
+    for option in (ROOT / "conf").glob("*/*.yaml"):  # every option of every group has its table
+        if option.parent.name != "hydra":
+            assert f"{option.parent.name}={option.stem}" in page, option
