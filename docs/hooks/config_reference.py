@@ -16,6 +16,7 @@ the build). ``python docs/hooks/config_reference.py`` prints the page's generate
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -34,8 +35,8 @@ COMMANDS = ("train", "finetune", "generate", "serve", "evaluate")
 # Schemas named by class, looked up wherever they live in the package (they may move).
 COMMAND_SCHEMAS = {"generate": "GenerateConfig", "serve": "ServeConfig", "evaluate": "EvaluateConfig"}
 RUN_SCHEMAS = {"seed": "RunConfig", "ckpt_path": "RunConfig", "export": "RunConfig", "card": "CardConfig",
-               "perf": "PerfConfig", "finetune": "FinetuneConfig", "judge": "JudgeSettings"}
-GROUP_SCHEMAS = {"judge": "JudgeSettings"}  # groups whose files name no _target_
+               "perf": "PerfConfig", "finetune": "FinetuneConfig", "judge": "JudgeConfig|JudgeSettings"}
+GROUP_SCHEMAS = {"judge": "JudgeConfig|JudgeSettings"}  # groups whose files name no _target_
 # Keys outside their group's schema that a command reads itself (judge: finetune.py's switch, evaluate.py's input).
 READ_BY_COMMAND = {("judge", "enabled"), ("judge", "responses")}
 SKIP_GROUPS = ("hydra",)
@@ -48,9 +49,19 @@ class ReferenceError(Exception):
 
 
 # ---- schemas --------------------------------------------------------------------------------
-def find_class(name: str) -> Any:
-    """The class called ``name`` in gpt_lightning (config.schemas first)."""
+@functools.lru_cache(maxsize=None)
+def find_class(names: str) -> Any:
+    """The class called ``name`` in gpt_lightning (config.schemas first); ``A|B``: A, else B."""
     import gpt_lightning
+
+    if "|" in names:
+        for name in names.split("|"):
+            try:
+                return find_class(name)
+            except ReferenceError:
+                continue
+        raise ReferenceError(f"none of {names} in gpt_lightning (docs/hooks/config_reference.py names them)")
+    name = names
 
     first = importlib.import_module("gpt_lightning.config.schemas")
     if hasattr(first, name):
