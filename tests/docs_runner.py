@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import io
 import json
 import os
@@ -311,11 +312,38 @@ def run_argv(argv: list[str], servers: Servers, env: dict) -> None:
         else:
             raise Failed(f"no way to run {argv} here; mark the block <!-- docs-test: skip (reason) -->")
         return
+    scripts = console_scripts()
+    if argv[0] in scripts:  # gpt-train ...: the installed command, run here like its script
+        script = argv[0].removeprefix("gpt-") + ".py"
+        if script == "serve.py":
+            servers.start(argv[1:], env)
+            return
+        args = tiny_overrides(script, argv[1:]) if script in ENTRIES else argv[1:]
+        print("$", argv[0], *args, flush=True)
+        module, _, func = scripts[argv[0]].partition(":")
+        saved = sys.argv
+        sys.argv = [argv[0], *args]
+        try:
+            getattr(importlib.import_module(module), func)()
+        except SystemExit as stop:
+            if stop.code not in (0, None):
+                raise Failed(f"exit code {stop.code}") from None
+        finally:
+            sys.argv = saved
+            _reset_hydra()
+        return
     print("$", *argv, flush=True)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     print(done.stdout[-TAIL:], done.stderr[-TAIL:], sep="\n")
     if done.returncode != 0:
         raise Failed(f"{argv[0]} exited with {done.returncode}")
+
+
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's ``[project.scripts]``: command -> ``module:function``."""
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text()).get("project", {}).get("scripts", {})
 
 
 @contextlib.contextmanager
