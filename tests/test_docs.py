@@ -127,6 +127,20 @@ def test_readme_links_reach_existing_files_and_headings():
             assert anchor in {_slug(h) for h in headings}, f"README.md links to {target}#{anchor}: no such heading"
 
 
+def test_readme_layout_names_every_module():
+    """The README's Layout section lists every module of the package (a new module fails this
+    until the Layout says where it lives), and every package folder."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1]
+    words = set(re.findall(r"[\w.]+", layout))
+    package = ROOT / "gpt_lightning"
+    missing = sorted(str(p.relative_to(ROOT)) for p in package.rglob("*.py")
+                     if p.stem != "__init__" and p.stem not in words and p.name not in words)
+    assert not missing, f"README.md's Layout does not name {missing}"
+    folders = sorted(p.name + "/" for p in package.iterdir() if p.is_dir() and any(p.glob("*.py")))
+    assert all(f in layout for f in folders), folders
+
+
 def test_site_builds_strictly(tmp_path):
     """``mkdocs build --strict``: no broken link, anchor or nav entry; the config reference is generated."""
     pytest.importorskip("mkdocs")
