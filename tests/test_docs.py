@@ -23,7 +23,7 @@ from helpers import ROOT
 SKIP = re.compile(r"^<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)\s*$")
 RUN_LANGS = ("bash", "python")
-RUNNER_TIMEOUT = 900
+RUNNER_TIMEOUT = 1800  # one process runs every block; generous for a loaded machine
 
 
 def doc_files() -> list[Path]:
