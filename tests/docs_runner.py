@@ -143,14 +143,16 @@ def stand_ins(work: Path) -> None:
 
 def fixtures(work: Path) -> None:
     """The runs and files the examples name (see the module docstring)."""
-    verdict = (Path(os.environ["GPT_LIGHTNING_DATA_DIR"]) / "the-verdict.txt").read_text()
+    from gpt_lightning.download import fetch_dataset
+
+    verdict = fetch_dataset("the-verdict.txt").read_text()  # ../shared/data here, else downloaded once
     (work / "held_out.txt").write_text(verdict[:4000])
     for folder in ("held_out", "books/a", "books/b"):
         (work / folder).mkdir(parents=True, exist_ok=True)
     (work / "held_out/part1.txt").write_text(verdict[4000:8000])
     (work / "books/a/one.txt").write_text(verdict[:10000])
     (work / "books/b/two.txt").write_text(verdict[10000:])
-    records = json.loads((Path(os.environ["GPT_LIGHTNING_DATA_DIR"]) / "instruction-data.json").read_text())[:40]
+    records = json.loads(fetch_dataset("instruction-data.json").read_text())[:40]
     (work / "my_records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (work / "prompts.jsonl").write_text('{"prompt": "Every effort moves you"}\n{"prompt": "Once upon a time"}\n')
     # With the same tiny overrides as the blocks, so `ckpt_path=outputs/train/<run>/...` resumes it.
