@@ -34,6 +34,7 @@ import json
 import os
 import re
 import runpy
+import shlex
 import shutil
 import signal
 import socket
@@ -287,16 +288,48 @@ def commands(code: str) -> list[str]:
 
 
 def run_bash(code: str, servers: Servers) -> None:
-    for command in commands(code):
-        argv = words(command)
-        env = {}
-        while argv and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[0]):
-            key, _, value = argv.pop(0).partition("=")
-            env[key] = value
-        if not argv:
-            continue
-        with patched_env(env):
-            run_argv(argv, servers, env)
+    saved = dict(os.environ)
+    try:
+        for command in commands(code):
+            run_command(command, servers)
+    finally:  # `export` lasts for its block only
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_command(command: str, servers: Servers) -> None:
+    if has_operators(command):  # pipes, redirections, lists: bash runs the line as it is
+        print("$", command, flush=True)
+        done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
+        print(done.stdout[-TAIL:], done.stderr[-TAIL:], sep="\n")
+        if done.returncode != 0:
+            raise Failed(f"bash exited with {done.returncode}")
+        return
+    argv = words(command)
+    env = {}
+    while argv and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[0]):
+        key, _, value = argv.pop(0).partition("=")
+        env[key] = value
+    if not argv:
+        return
+    if argv[0] == "export":  # the two shell builtins examples use
+        os.environ.update(a.split("=", 1) for a in argv[1:] if "=" in a)
+        return
+    if argv[0] == "cd":
+        os.chdir(argv[1] if len(argv) > 1 else Path.cwd())
+        return
+    with patched_env(env):
+        run_argv(argv, servers, env)
+
+
+def has_operators(command: str) -> bool:
+    """Whether ``command`` has an unquoted shell operator (``|``, ``&&``, ``;``, ``>`` ...)."""
+    lexer = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lexer.commenters = "#"
+    try:
+        return any(set(token) <= set("|&;<>()") for token in lexer)
+    except ValueError:
+        return False
 
 
 def run_argv(argv: list[str], servers: Servers, env: dict) -> None:
