@@ -141,6 +141,27 @@ def test_readme_layout_names_every_module():
     assert all(f in layout for f in folders), folders
 
 
+def test_named_modules_objects_and_files_exist():
+    """Every ``gpt_lightning.x.y`` the docs name imports (or is an attribute of what does), and
+    every repository path they name (``gpt_lightning/...py``, ``tests/...``, ``conf/...``) exists."""
+    import importlib
+
+    text = "\n".join(f.read_text() for f in doc_files())
+    for dotted in sorted(set(re.findall(r"\bgpt_lightning(?:\.\w+)+", text))):
+        parts, obj = dotted.split("."), None
+        for cut in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            for name in parts[cut:]:
+                obj = getattr(obj, name, None)
+            break
+        assert obj is not None, f"the docs name {dotted}, which does not exist"
+    for path in sorted(set(re.findall(r"\b(?:gpt_lightning|tests|benchmarks|conf|docs)/[\w/.-]+\.(?:py|yaml|sh|md|html)\b", text))):
+        assert (ROOT / path).exists(), f"the docs name {path}, which does not exist"
+
+
 def test_site_builds_strictly(tmp_path):
     """``mkdocs build --strict``: no broken link, anchor or nav entry; the config reference is generated."""
     pytest.importorskip("mkdocs")
