@@ -5,10 +5,11 @@ them (T without a cache, cache length + T with one), C = n_embd, H = n_heads, D 
 V = vocab_size.
 
 The layout follows OpenAI's GPT-2: token + learned position embeddings, pre-LayerNorm
-blocks of causal self-attention and a 4x GELU(tanh) MLP, a final LayerNorm and an LM head
-tied to the token embedding (``tie_embeddings=False`` gives the head its own matrix, as in
-"LLMs from scratch"). Attention goes through
-``torch.nn.functional.scaled_dot_product_attention`` so GPUs take the flash path.
+blocks of causal self-attention and a 4x GELU MLP (the tanh form; ``gelu="exact"`` for
+nanoGPT's), a final LayerNorm and an LM head tied to the token embedding
+(``tie_embeddings=False`` gives the head its own matrix, as in "LLMs from scratch").
+Attention goes through ``torch.nn.functional.scaled_dot_product_attention`` so GPUs take
+the flash path.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class GPTConfig:
     bias: bool = True  # biases on the other linears and LayerNorms (GPT-2: True)
     layer_norm_epsilon: float = 1e-5
     tie_embeddings: bool = True  # the LM head is the token embedding (GPT-2: True)
+    gelu: str = "tanh"  # MLP activation: "tanh" approximation (GPT-2, llm.c) or "exact" erf form (nanoGPT's nn.GELU)
     init_scheme: str = "gpt2"  # random weights: "gpt2" (normal 0.02, scaled residuals) or "pytorch" (module defaults)
 
     def __post_init__(self) -> None:
@@ -55,6 +57,8 @@ class GPTConfig:
         for key in ("qkv_bias", "bias", "tie_embeddings"):
             if not isinstance(getattr(self, key), bool):
                 raise bad_value(f"model.{key}", getattr(self, key), "true or false")
+        if self.gelu not in GELU_FORMS:
+            raise bad_value("model.gelu", self.gelu, f"one of {list(GELU_FORMS)}")
         if self.init_scheme not in INIT_SCHEMES:
             raise bad_value("model.init_scheme", self.init_scheme, f"one of {list(INIT_SCHEMES)}")
 
@@ -87,6 +91,10 @@ class GPTConfig:
 #            N(0, 1), Linear Kaiming-uniform (bias uniform in +-1/sqrt(fan_in)), no scaling.
 # LayerNorms start at weight 1, bias 0 in both.
 INIT_SCHEMES = ("gpt2", "pytorch")
+
+# GPTConfig.gelu -> F.gelu's ``approximate``. OpenAI trained GPT-2 with the tanh form; nanoGPT
+# computes nn.GELU()'s exact form, so its checkpoints keep it (they differ by up to 5e-4 a unit).
+GELU_FORMS = {"tanh": "tanh", "exact": "none"}
 
 # Named sizes. The four GPT-2 releases (parameter counts with the tied head) plus tiny
 # shapes that train in seconds on a CPU.
@@ -167,9 +175,10 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = GELU_FORMS[cfg.gelu]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))  # (B, T, C)
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))  # (B, T, C)
 
 
 class Block(nn.Module):

@@ -82,6 +82,7 @@ CASES = [
     (T, ["model.dropout=1.5"], r"model.dropout=1.5 is invalid: a probability"),
     (T, ["model.n_layers=0"], r"model.n_layers=0 is invalid: a positive integer"),
     (T, ["model.context_length=-1"], r"model.context_length=-1 is invalid"),
+    (T, ["model.gelu=erf"], r"model.gelu='erf' is invalid: one of \['tanh', 'exact'\]"),
     (T, ["+model.n_layer=3"], r"model.n_layer=3 is invalid: not a model key"),
     (T, ["init.name=gpt3"], r"init='gpt3' is invalid: one of"),
     (T, ["init=checkpoint"], r"init.path=None is invalid: init=checkpoint needs one"),
@@ -159,6 +160,55 @@ def test_broken_config_json_names_the_file(tmp_path, text, message):
     (folder / "config.json").write_text(text)
     with pytest.raises(ConfigError, match=message):
         build_model({"name": "checkpoint", "path": str(folder)}, {})
+
+
+def _llmc_header(magic=20240326, version=3, dims=(16, 97, 1, 2, 8, 128)) -> bytes:
+    """llm.c's model header: magic, version, maxT, V, L, NH, C, Vp, then zeros to 256 int32."""
+    import numpy as np
+
+    header = np.zeros(256, dtype=np.int32)
+    header[:8] = [magic, version, *dims]
+    return header.tobytes()
+
+
+def _write_zip_of_notes(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "a zip, but not from torch.save")
+
+
+PEER_FILES = [  # (file name, how to write it, the one line it gives)
+    ("notes.bin", lambda p: p.write_bytes(b"hello, not weights"),
+     r"expected an export folder, .*, nanoGPT's ckpt.pt, llm.c's gpt2_124M.bin or an LLMs-from-scratch model.pth"),
+    ("weights.pt", lambda p: torch.save({"foo": torch.zeros(1), "bar": 1}, p),
+     r"a torch.save file this project does not read \(top level: \['bar', 'foo'\]\); expected nanoGPT"),
+    ("archive.pt", _write_zip_of_notes, r"a zip archive that torch.load cannot read"),
+    ("dated.pt", lambda p: torch.save({"model": {}, "saved": __import__("datetime").date(2024, 3, 26)}, p),
+     r"a pickle with Python objects that a tensors-only load refuses \(.*datetime"),
+    ("ckpt.pt", lambda p: torch.save({"model": {"transformer.wte.weight": torch.zeros(97, 8)}, "model_args": {}}, p),
+     r"nanoGPT ckpt.pt whose model_args has no n_head"),
+    ("gpt2_124M.bin", lambda p: p.write_bytes(_llmc_header() + b"\0" * 16),
+     r"llm.c model file of 1,040 bytes, but its header \(L=1, C=8, Vp=128, maxT=16, torch.float32\) "
+     r"needs 9,184: truncated"),
+    ("gpt2_124M.bin", lambda p: p.write_bytes(_llmc_header(version=4)),
+     r"llm.c model file of version 4; this reader knows 3"),
+    ("gpt2_124M.bin", lambda p: p.write_bytes(_llmc_header(dims=(16, 97, 1, 3, 8, 128))),
+     r"llm.c model file with an impossible header \(maxT=16, V=97, Vp=128, L=1, NH=3, C=8\)"),
+    ("gpt2_124M_debug_state.bin", lambda p: p.write_bytes(_llmc_header(magic=20240327)), r"llm.c's debug state"),
+    ("review_classifier.pth", lambda p: torch.save({
+        "tok_emb.weight": torch.zeros(97, 8), "pos_emb.weight": torch.zeros(16, 8), "trf_blocks.0.norm1.scale": torch.ones(8),
+        "out_head.weight": torch.zeros(2, 8), "out_head.bias": torch.zeros(2)}, p),
+     r"LLMs-from-scratch GPTModel whose out_head has 2 outputs, not the vocabulary's 97: a classifier"),
+]
+
+
+@pytest.mark.parametrize("name, write, message", PEER_FILES, ids=[m[:30] for _, _, m in PEER_FILES])
+def test_checkpoint_file_that_cannot_be_read_is_one_line(tmp_path, name, write, message):
+    write(tmp_path / name)
+    with pytest.raises(ConfigError, match=f"^init.path='{tmp_path / name}' is invalid: {message}") as err:
+        build_model({"name": "checkpoint", "path": str(tmp_path / name)}, {})
+    assert "\n" not in str(err.value)
 
 
 def test_vocabulary_smaller_than_the_tokenizer():

@@ -171,7 +171,7 @@ def test_second_live_run_into_the_same_folder_is_refused(tmp_path):
 
 def test_lock_is_exclusive_and_dies_with_its_process(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                               "from gpt_lightning import run_folder; run_folder.lock(sys.argv[2]); "
+                               "from gpt_lightning.train import run_folder; run_folder.lock(sys.argv[2]); "
                                "print('locked', flush=True); time.sleep(60)", str(ROOT), str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     try:

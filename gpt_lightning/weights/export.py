@@ -132,7 +132,8 @@ def _sampling(record: Mapping | None) -> dict:
 # ---- from a checkpoint -----------------------------------------------------------------------------
 def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     """The export folder for a Lightning ``.ckpt`` of this project, an export / transformers GPT-2
-    folder, or a ``.safetensors`` file (what ``init=checkpoint`` takes)."""
+    folder, a ``.safetensors`` file, or a nanoGPT, llm.c or LLMs-from-scratch checkpoint (what
+    ``init=checkpoint`` takes)."""
     from gpt_lightning.weights.sources import build_model
     from gpt_lightning.weights.model_card import RunRecord
 
@@ -152,7 +153,7 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
         record = next((v for k, v in callbacks.items() if str(k).startswith(RunRecord.__qualname__)), None)
         history = next((v for k, v in callbacks.items() if str(k).startswith("LossHistory")), None)
         step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), ckpt.get("epoch")
-    else:
+    elif source.is_dir() or source.suffix == ".safetensors":  # peers' files carry their shapes inside
         from gpt_lightning.weights.hf_io import read_config
 
         stored = read_config(source)
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser = _Parser(prog="python -m gpt_lightning.weights.export",
                      description="Write a Hugging Face folder (weights, tokenizer, generation config, model card) "
                                  "from a checkpoint of this project.")
-    parser.add_argument("source", help="a .ckpt of train.py/finetune.py, an export folder or a .safetensors file")
+    parser.add_argument("source", help="a .ckpt of train.py/finetune.py, an export folder, a .safetensors file, "
+                                       "or nanoGPT's ckpt.pt, llm.c's .bin, an LLMs-from-scratch .pth")
     parser.add_argument("out", help="the folder to write")
 
     def run():

@@ -54,6 +54,8 @@ _TOP_MAP = {
     "ln_f.bias": "ln_f.bias",
 }
 _IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
+# config.json's activation_function -> GPTConfig.gelu (gelu_fast is the tanh form written differently)
+_ACTIVATIONS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "exact"}
 
 
 def config_from_hf(hf: dict, tensor_names: Iterable[str] | None = None) -> GPTConfig:
@@ -67,6 +69,10 @@ def config_from_hf(hf: dict, tensor_names: Iterable[str] | None = None) -> GPTCo
     n_inner = hf.get("n_inner")
     if n_inner not in (None, 4 * hf["n_embd"]):
         raise ConfigError(f"config.json has n_inner={n_inner}; this GPT-2 uses 4 * n_embd = {4 * hf['n_embd']}")
+    activation = hf.get("activation_function", "gelu_new")  # transformers' default
+    if activation not in _ACTIVATIONS:
+        raise ConfigError(f"config.json has activation_function={activation!r}; this GPT-2 computes "
+                          f"one of {sorted(_ACTIVATIONS)}")
     names = None if tensor_names is None else {n.removeprefix("transformer.") for n in tensor_names}
     return GPTConfig(
         vocab_size=hf["vocab_size"],
@@ -78,6 +84,7 @@ def config_from_hf(hf: dict, tensor_names: Iterable[str] | None = None) -> GPTCo
         qkv_bias=bool(hf.get("qkv_bias", names is None or "h.0.attn.c_attn.bias" in names)),
         bias=bool(hf.get("bias", names is None or "h.0.mlp.c_fc.bias" in names)),
         tie_embeddings=bool(hf.get("tie_word_embeddings", True)),  # transformers' default
+        gelu=_ACTIVATIONS[activation],
     )
 
 
@@ -85,7 +92,7 @@ def config_to_hf(cfg: GPTConfig) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
-        "activation_function": "gelu_new",
+        "activation_function": "gelu_new" if cfg.gelu == "tanh" else "gelu",
         "vocab_size": cfg.vocab_size,
         "n_positions": cfg.context_length,
         "n_ctx": cfg.context_length,

@@ -4,7 +4,8 @@
 ``openai_355m``, ``openai_774m`` and ``openai_1558m`` start from OpenAI's released GPT-2
 weights, and ``init=checkpoint`` from ``init.path``: an export folder
 (``hf_io.save_pretrained``), a transformers GPT-2 folder, a ``.safetensors`` file with
-``config.json`` beside it, or a Lightning ``.ckpt`` of this project.
+``config.json`` beside it, a Lightning ``.ckpt`` of this project, or a checkpoint of nanoGPT,
+llm.c or "LLMs from scratch", recognised by its content (``peers``).
 
 Weights decide the architecture. Model keys the user set explicitly must agree with them;
 the others are replaced without a word. ``model.dropout`` is always the caller's.
@@ -30,6 +31,7 @@ import torch
 from gpt_lightning.download import DownloadError, Source, cache_dir, download, verify
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.weights.hf_io import load_pretrained, read_config
+from gpt_lightning.weights.peers import PEER_KINDS, PeerCheckpoint, read_peer
 from gpt_lightning.lora import merge_lora_state
 from gpt_lightning.model import GPT, GPTConfig
 
@@ -40,10 +42,10 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # GPTConfig fields that fix the shapes and maths of the weights (not dropout, nor
 # init_scheme, which only draws random weights).
 ARCH_KEYS = ("vocab_size", "context_length", "n_embd", "n_layers", "n_heads",
-             "qkv_bias", "bias", "layer_norm_epsilon", "tie_embeddings")
+             "qkv_bias", "bias", "layer_norm_epsilon", "tie_embeddings", "gelu")
 INIT_KEYS = ("name", "path")
 CHECKPOINT_KINDS = ("an export folder, a Hugging Face GPT-2 folder, a .safetensors file "
-                    "(config.json beside it) or a Lightning .ckpt")
+                    f"(config.json beside it), a Lightning .ckpt, {PEER_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit
         if name in HUB_WEIGHTS:  # a conflicting override fails before a download of gigabytes
             _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
         weights = (_hub_weights(name, path, load_safetensors) if name in HUB_WEIGHTS
-                   else _checkpoint_weights(path, load_safetensors))
+                   else _checkpoint_weights(path, load_safetensors, requested, explicit))
         built = weights.load(_merge(weights.label, weights.config, requested, explicit))
     if tokenizer_vocab is not None and built.config.vocab_size < tokenizer_vocab:
         raise bad_value("model.vocab_size", built.config.vocab_size,
@@ -150,7 +152,7 @@ def planned_config(init: InitConfig | Mapping, model: GPTConfig | Mapping, expli
         return GPTConfig(**requested)
     if name in HUB_WEIGHTS:
         return _merge(f"init={name}", HUB_WEIGHTS[name].config, requested, explicit)
-    weights = _checkpoint_weights(path)
+    weights = _checkpoint_weights(path, requested=requested, explicit=explicit)
     return _merge(weights.label, weights.config, requested, explicit)
 
 
@@ -257,8 +259,14 @@ def _download(name: str, entry: HubWeights) -> Path:
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
-def _checkpoint_weights(path: Path, load: Callable = load_pretrained) -> _Weights:
-    """Weights and architecture from ``init.path`` of ``init=checkpoint``."""
+def _checkpoint_weights(path: Path, load: Callable = load_pretrained, requested: dict | None = None,
+                        explicit: Iterable[str] = ()) -> _Weights:
+    """Weights and architecture from ``init.path`` of ``init=checkpoint``; ``requested`` and
+    ``explicit`` (the model config, the keys the user set) only matter to files that lack a
+    shape (LLMs-from-scratch ones store no number of heads)."""
+    peer = read_peer(path, requested or GPTConfig().to_dict(), set(explicit or ())) if path.is_file() else None
+    if peer is not None:
+        return _Weights(f"init=checkpoint ({path}, {peer.kind})", peer.config, partial(_peer_model, peer, path))
     path = _existing_path(path, (".safetensors", ".ckpt"), CHECKPOINT_KINDS)
     if path.suffix == ".ckpt":
         return _lightning_weights(path)
@@ -308,6 +316,11 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict, GPTConfig]:
         raise bad_value(key, str(path), "not a checkpoint of this project: it needs a state_dict "
                         "and hyper_parameters['model_config']")
     return ckpt, GPTConfig.from_dict(dict(hparams["model_config"]))
+
+
+def _peer_model(peer: PeerCheckpoint, path: Path, config: GPTConfig) -> GPT:
+    """A GPT of ``config`` holding the weights of a nanoGPT, llm.c or LLMs-from-scratch file."""
+    return _model_from_state(peer.state(), path, config)
 
 
 def _model_from_state(state: dict[str, torch.Tensor], path: Path, config: GPTConfig) -> GPT:
