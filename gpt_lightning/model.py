@@ -298,3 +298,8 @@ class GPT(nn.Module):
         keep = causal & attention_mask.bool()[:, None, :]  # (B, T, S)
         keep = keep | (k_pos == q_pos)
         return keep.unsqueeze(1)  # (B, 1, T, S)
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), capped so a diverged run reports a large number rather than inf."""
+    return math.exp(min(loss, 50.0))

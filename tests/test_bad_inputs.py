@@ -15,7 +15,8 @@ import torch
 from helpers import compose_config, run_script
 from gpt_lightning import ConfigError, GPT, GPTConfig
 from gpt_lightning.config.schemas import parse, train_spec
-from gpt_lightning.generate.job import GenerateConfig, read_prompts
+from gpt_lightning.config.generate import GenerateConfig
+from gpt_lightning.generate.job import read_prompts
 from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning.cli.hydra_adapter import plain
 from gpt_lightning.weights.sources import build_model

@@ -15,7 +15,7 @@ from gpt_lightning import ConfigError, GPTConfig
 from gpt_lightning.config.schemas import (CallbacksConfig, DDPConfig, FinetuneConfig, FSDPConfig, OptimConfig, PerfConfig, StrategyConfig, TrainerConfig, build, train_spec)
 from gpt_lightning.data.instruct import InstructDataModule
 from gpt_lightning.data.pretrain import PretrainDataModule
-from gpt_lightning.generate.job import GenerateConfig
+from gpt_lightning.config.generate import GenerateConfig
 from gpt_lightning.cli.hydra_adapter import plain
 from gpt_lightning.config.schemas import parse
 
@@ -111,7 +111,7 @@ def test_data_yaml_defaults_equal_the_data_module_signature(path, module):
 
 @pytest.mark.parametrize("name", ["generate", "serve"])
 def test_generate_and_serve_yaml_equal_their_schemas(name):
-    from gpt_lightning.serve.job import ServeConfig
+    from gpt_lightning.config.serve import ServeConfig
 
     values = _yaml(f"{name}.yaml")
     values.pop("defaults"), values.pop("hydra")
@@ -139,7 +139,7 @@ def test_every_key_has_a_comment():
 def test_a_tiny_run_without_hydra(tmp_path):
     """The library alone: typed configs in, a finished run folder out."""
     from gpt_lightning.config.schemas import RunConfig, SamplesConfig, TrainSpec
-    from gpt_lightning.weights.sources import InitConfig
+    from gpt_lightning.config.schemas import InitConfig
     from gpt_lightning.train.job import RunContext, train
 
     spec = TrainSpec(

@@ -74,15 +74,15 @@ def test_yaml_defaults_and_library_agree():
     from omegaconf import OmegaConf
 
     from helpers import ROOT
-    from gpt_lightning.evaluate.judge import JudgeSettings
+    from gpt_lightning.config.tasks import JudgeConfig
     from gpt_lightning.evaluate.scoring import BATCH_SIZE
 
     conf = ROOT / "conf"
     assert OmegaConf.load(conf / "evaluate.yaml").batch_size == BATCH_SIZE
     assert OmegaConf.load(conf / "callbacks" / "default.yaml").eval.batch_size == BATCH_SIZE
     judge = OmegaConf.load(conf / "judge" / "default.yaml")
-    assert set(judge) == {f.name for f in fields(JudgeSettings)} | {"enabled", "responses"}
-    JudgeSettings.from_config({k: v for k, v in judge.items() if k not in ("enabled", "responses")})  # valid
+    assert set(judge) == {f.name for f in fields(JudgeConfig)}
+    assert JudgeConfig(**judge) == JudgeConfig()  # the YAML's defaults are the schema's
     evaluate_sections = OmegaConf.load(conf / "evaluate.yaml")
     for section in ("text", "hellaswag", "lambada"):  # the same task settings in both places
         assert set(OmegaConf.load(conf / "callbacks" / "default.yaml").eval[section]) == set(evaluate_sections[section])

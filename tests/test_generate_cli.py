@@ -12,7 +12,7 @@ from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
 from gpt_lightning.generate import job as generate_cli
 from gpt_lightning.config.schemas import parse
-from gpt_lightning.generate.job import GenerateConfig
+from gpt_lightning.config.generate import GenerateConfig
 from gpt_lightning.generate.prompts import chat_prompt
 from gpt_lightning.cli.hydra_adapter import plain
 from gpt_lightning.generate.sampling import generate as generate_tokens

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning import GPT, ConfigError, GPTConfig
-from gpt_lightning.weights.sources import HUB_WEIGHTS, INITS, build_model
+from gpt_lightning.config.schemas import INITS
+from gpt_lightning.weights.sources import HUB_WEIGHTS, build_model
 
 from fake_hub import REPO, REVISION, WEIGHTS_URL, SMALL, closed_port_url as _closed_port_url, max_logit_diff as _max_logit_diff, openai_124m as _openai_124m
 
@@ -189,7 +190,7 @@ def test_init_and_model_mistakes_are_one_line_config_errors(tiny_config):
     model = tiny_config.to_dict()
     with pytest.raises(ConfigError, match="init='gpt3' is invalid: one of"):
         build_model({"name": "gpt3", "path": None}, model)
-    with pytest.raises(ConfigError, match=r"unknown init keys \['revison'\]"):
+    with pytest.raises(ConfigError, match=r"init.revison='main' is invalid: not a init key; known keys: name, path"):
         build_model({"name": "scratch", "path": None, "revison": "main"}, model)
     with pytest.raises(ConfigError, match="init=scratch starts from random weights"):
         build_model({"name": "scratch", "path": "/some/weights"}, model)
@@ -202,6 +203,6 @@ def test_init_yaml_files_match_the_code():
     assert sorted(f.stem for f in files) == sorted(INITS)
     for file in files:
         cfg = OmegaConf.load(file)
-        assert dict(cfg) == {"_target_": "gpt_lightning.weights.sources.InitConfig", "name": file.stem, "path": None}, file
+        assert dict(cfg) == {"_target_": "gpt_lightning.config.schemas.InitConfig", "name": file.stem, "path": None}, file
         for line in file.read_text().splitlines():
             assert line.startswith("#") or "  # " in line, f"{file.name}: key without a comment: {line}"

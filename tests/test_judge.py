@@ -17,7 +17,9 @@ from helpers import ROOT, compose_config
 from gpt_lightning.cli.hydra_adapter import plain
 from eval_fixtures import write_responses
 from gpt_lightning import ConfigError
-from gpt_lightning.evaluate.judge import (Judge, JudgeClient, JudgeSettings, JudgeUnreachable, judge_after_fit, judge_settings, load_responses, parse_score)
+from gpt_lightning.config.schemas import parse
+from gpt_lightning.config.tasks import JudgeConfig
+from gpt_lightning.evaluate.judge import (Judge, JudgeClient, JudgeUnreachable, judge_after_fit, load_responses, parse_score)
 from gpt_lightning.evaluate.tasks import evaluate
 
 PROMPT = "I={instruction} N={input} O={output} R={response}"
@@ -87,7 +89,7 @@ def settings(url, **kw):
     """The YAML defaults with a test prompt, model and endpoint."""
     defaults = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "judge" / "default.yaml"))
     values = {**defaults, "base_url": url, "model": "judge-model", "prompt": PROMPT, "timeout": 5.0, "backoff": 0.5, **kw}
-    return JudgeSettings.from_config({k: v for k, v in values.items() if k not in ("enabled", "responses")})
+    return parse(JudgeConfig, values, "judge")
 
 
 def test_scores_mean_distribution_unparseable_and_retries(tmp_path, monkeypatch):
@@ -183,4 +185,3 @@ def test_finetune_judge_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"needs finetune.responses.enabled=true"):
         train_spec(plain(compose_config("finetune", ["judge.enabled=true", "finetune.responses.enabled=false"])))
     assert train_spec(plain(compose_config("finetune", []))).judge is None  # off by default
-    assert judge_settings(None, True) is None

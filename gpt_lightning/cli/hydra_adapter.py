@@ -1,6 +1,8 @@
 """The one place that knows Hydra: entry points hand their composed config over here.
 
-``run(cfg, job)`` turns the composed config into plain Python (interpolations resolved,
+The commands (``python train.py`` in a checkout, ``gpt-train`` once installed, and the other
+jobs alike) are built here by :func:`command`: Hydra's ``main`` on the job's primary config in
+:data:`CONF_DIR`. ``run(cfg, job)`` turns the composed config into plain Python (interpolations resolved,
 ``???`` reported as a missing key), gathers what only Hydra knows (the run folder, the
 command-line overrides, the model keys the user set, how to re-launch this job for another
 DDP rank) into a :class:`~gpt_lightning.train.job.RunContext`, and calls ``job(values, ctx)``
@@ -15,7 +17,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -26,6 +30,32 @@ from gpt_lightning.errors import ConfigError, bad_value, main_guard
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
 
 
+def _conf_dir() -> Path:
+    """The configs: ``gpt_lightning/conf`` in an installed wheel, ``conf/`` beside the package in a
+    checkout (or an editable install of one)."""
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "conf", package.parent / "conf"):
+        if (folder / "train.yaml").is_file():
+            return folder
+    raise ConfigError(f"the configs (train.yaml ...) are in neither {package / 'conf'} nor {package.parent / 'conf'}; "
+                      "reinstall the package")
+
+
+CONF_DIR = _conf_dir()
+
+
+def command(name: str, job: Callable[[dict, object], object]) -> Callable[[], object]:
+    """The command-line entry point of one job: ``conf/<name>.yaml`` composed with the command
+    line's overrides (``--config-dir`` adds a folder of your own configs), then ``run(cfg, job)``."""
+
+    def main(cfg: DictConfig):
+        return run(cfg, job)
+
+    # Hydra names the job after the task function's module: train.log, `python train.py ...` in reports.
+    main.__module__ = name
+    return hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=name)(main)
+
+
 def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
     """Run ``job(values, ctx)`` for a Hydra entry point (see the module docstring)."""
     return main_guard(lambda: job(plain(cfg), context()), on_error=_record_failed_job)
@@ -33,9 +63,11 @@ def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:
 
 def train_job(values: dict, ctx) -> dict:
     """train.py and finetune.py: check every key, then train."""
+    from gpt_lightning.config.legacy import current_targets
     from gpt_lightning.config.schemas import train_spec
     from gpt_lightning.train.job import train
 
+    values = current_targets(values)  # a config.yaml of an earlier version names old module paths
     spec = train_spec(values)  # every key checked before anything heavy starts
     ctx.config = values
     return train(spec, ctx)
@@ -60,6 +92,13 @@ def evaluate_job(values: dict, ctx) -> None:
     from gpt_lightning.evaluate.job import run as evaluate
 
     evaluate(values, ctx.out_dir, ctx.explicit_model_keys)
+
+
+train = command("train", train_job)
+finetune = command("finetune", train_job)
+generate = command("generate", generate_job)
+serve = command("serve", serve_job)
+evaluate = command("evaluate", evaluate_job)
 
 
 def plain(cfg: DictConfig) -> dict:
@@ -109,7 +148,17 @@ def command_line() -> str | None:
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    return shlex.join(["python", f"{hc.job.name}.py", *hc.overrides.task])
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    head = [program] if program.startswith("gpt-") else ["python", f"{hc.job.name}.py"]  # an installed command
+    return shlex.join([*head, *_config_options(), *hc.overrides.task])
+
+
+def _config_options() -> list[str]:
+    """``--config-dir`` / ``--config-name`` as given on the command line (a user's own configs)."""
+    hc = HydraConfig.get()
+    options = [f"--config-dir={source.path}" for source in hc.runtime.config_sources
+               if source.provider == "command-line" and source.schema == "file"]
+    return options + ([f"--config-name={hc.job.config_name}"] if hc.job.config_name != hc.job.name else [])
 
 
 def job_command(local_rank: int) -> tuple[list[str], str]:
@@ -124,9 +173,7 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
     else:
         command = [sys.executable, "-m", __main__.__spec__.name]
     command.append(f"--config-name={hc.job.config_name}")
-    for source in hc.runtime.config_sources:  # a --config-dir given to the parent
-        if source.provider == "command-line" and source.schema == "file":
-            command.append(f"--config-dir={source.path}")
+    command += [option for option in _config_options() if option.startswith("--config-dir")]  # the parent's
     command += list(hc.overrides.task)
     command += [
         "hydra.mode=RUN",
@@ -155,3 +202,15 @@ def _record_failed_job(err: ConfigError) -> bool:
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULT_FILE).write_text(json.dumps({"overrides": overrides(), "status": f"failed: {err}"}, indent=2))
     return True
+
+
+class SweepSummary(Callback):
+    """Hydra callback (conf/base.yaml): ``summary.md`` and ``summary.csv`` in the sweep folder
+    when a multirun ends (runs/sweep.py writes them)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from gpt_lightning.runs.sweep import write_summary
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))

@@ -1,4 +1,7 @@
-"""Typed schemas for the config groups, and the one strict parser that checks them.
+"""The one strict parser, and the typed schemas of the training run's config groups.
+
+The other jobs' schemas live beside this module, one per job (config/generate.py, serve.py,
+evaluate.py; config/tasks.py the benchmark settings they share with ``callbacks.eval``).
 
 Every group in ``conf/`` names the schema (or the class) it builds with ``_target_``. A value
 is accepted only if it has the annotated type: a bool is ``true``/``false`` (not ``off`` or
@@ -23,7 +26,10 @@ from typing import Any, Literal, Union
 
 import torch
 
+from gpt_lightning.config.legacy import current_path, current_targets
+from gpt_lightning.config.tasks import EvalConfig, JudgeConfig
 from gpt_lightning.errors import ConfigError, bad_value
+from gpt_lightning.model import GPTConfig
 
 TARGET = "_target_"
 
@@ -176,7 +182,7 @@ def check_keys(node: Mapping, key: str) -> None:
 
 def locate(path: str, key: str) -> Any:
     """The object a ``_target_`` names (``package.module.Name``)."""
-    module, _, name = str(path).rpartition(".")
+    module, _, name = current_path(str(path)).rpartition(".")  # an old run's path: where it lives now
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError):
@@ -202,6 +208,31 @@ def _positive(key: str, value, allow_none: bool = False, minimum: float = 1) -> 
         return
     if value is None or value < minimum:
         raise bad_value(key, value, f"a number >= {minimum:g}" + (" or null" if allow_none else ""))
+
+
+# The released GPT-2 weights ``init=<name>`` starts from (weights/sources.py pins each one's files).
+RELEASED_INITS = ("openai_124m", "openai_355m", "openai_774m", "openai_1558m")
+INITS = ("scratch", *RELEASED_INITS, "checkpoint")
+PEER_KINDS = "nanoGPT's ckpt.pt, llm.c's gpt2_124M.bin or an LLMs-from-scratch model.pth"  # weights/peers.py
+CHECKPOINT_KINDS = ("an export folder, a Hugging Face GPT-2 folder, a .safetensors file "
+                    f"(config.json beside it), a Lightning .ckpt, {PEER_KINDS}")
+
+
+@dataclass
+class InitConfig:
+    """``init``: where the starting weights come from (conf/init/*.yaml; weights/sources.py builds them)."""
+
+    name: str = "scratch"  # scratch | openai_124m | openai_355m | openai_774m | openai_1558m | checkpoint
+    path: str | None = None  # local weights: see CHECKPOINT_KINDS
+
+    def __post_init__(self) -> None:
+        if self.name not in INITS:
+            raise bad_value("init", self.name, f"one of {list(INITS)}")
+        if self.name == "scratch" and self.path:
+            raise bad_value("init.path", str(self.path), "init=scratch starts from random weights; "
+                            "drop init.path or use init=checkpoint")
+        if self.name == "checkpoint" and not self.path:
+            raise bad_value("init.path", None, f"init=checkpoint needs one: {CHECKPOINT_KINDS}")
 
 
 @dataclass
@@ -438,7 +469,7 @@ class CallbacksConfig:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     train_eval: TrainEvalConfig = field(default_factory=TrainEvalConfig)
-    eval: dict = field(default_factory=dict)  # benchmark scores during training (evaluation.callback checks it)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # benchmark scores during training
 
 
 @dataclass
@@ -549,8 +580,8 @@ class TrainSpec:
     (no download, no tokenizing, no Trainer); a bad value anywhere is one ConfigError.
     """
 
-    model: Any  # GPTConfig: the requested architecture (loaded weights may replace it)
-    init: Any  # init.InitConfig
+    model: GPTConfig  # the requested architecture (loaded weights may replace it)
+    init: InitConfig
     data: Any  # the LightningDataModule (built, not yet prepared)
     optim: OptimConfig
     trainer: TrainerConfig
@@ -561,7 +592,7 @@ class TrainSpec:
     run: RunConfig
     finetune: FinetuneConfig | None = None  # only for fine-tuning runs
     card: CardConfig = field(default_factory=CardConfig)
-    judge: Any = None  # evaluation.judge.JudgeSettings: finetune.py's judge.enabled=true, else None
+    judge: JudgeConfig | None = None  # finetune.py's judge.enabled=true, else None
 
     @property
     def seed(self) -> int:
@@ -596,11 +627,8 @@ def _loggers(node: Any) -> dict | None:
 
 def train_spec(values: Mapping) -> TrainSpec:
     """Check a composed train/finetune config (plain dict, interpolations resolved)."""
-    from gpt_lightning.weights.sources import InitConfig
-    from gpt_lightning.model import GPTConfig
-
     require_given(values)
-    values = split_known(values, TRAIN_KEYS, "this run")
+    values = split_known(current_targets(values), TRAIN_KEYS, "this run")  # an old run's config.yaml too
     run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "run")
     model = parse(GPTConfig, values.get("model") or {}, "model")
     init = parse(InitConfig, values.get("init") or {"name": "scratch"}, "init")
@@ -623,10 +651,13 @@ def train_spec(values: Mapping) -> TrainSpec:
     if not isinstance(values.get("data"), Mapping):
         raise bad_value("data", values.get("data"), "a data config such as data=verdict")
     spec.data = build(values["data"], "data")  # light: downloads and tokenizing wait for prepare_data
-    from gpt_lightning.train.callbacks.evaluation import eval_callbacks
-    from gpt_lightning.evaluate.judge import judge_settings
-
-    eval_callbacks(spec.callbacks.eval, spec.strategy.name)  # its keys are checked now, not after the model
-    if spec.finetune is not None:
-        spec.judge = judge_settings(values.get("judge"), spec.finetune.responses.enabled)
+    if spec.callbacks.eval.tasks and strategy.name == "fsdp":
+        raise bad_value("callbacks.eval.tasks", spec.callbacks.eval.tasks, "not with strategy=fsdp (its ranks hold "
+                        "shards of the weights); evaluate the export with evaluate.py instead")
+    if spec.finetune is not None and values.get("judge") is not None:
+        judge = parse(JudgeConfig, values["judge"], "judge")
+        if judge.enabled and not spec.finetune.responses.enabled:
+            raise bad_value("judge.enabled", True,
+                            "needs finetune.responses.enabled=true (the judge scores those responses)")
+        spec.judge = judge if judge.enabled else None
     return spec

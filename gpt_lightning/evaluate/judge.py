@@ -16,15 +16,15 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
+from gpt_lightning.config.tasks import JUDGE_FIELDS, JudgeConfig
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.evaluate.files import bad_record, read_jsonl
 from gpt_lightning.evaluate.tasks import Task, ratio
 
 KEY = "judge.responses"
-FIELDS = ("instruction", "input", "output", "response")
+FIELDS = JUDGE_FIELDS
 BUCKETS = [f"{10 * i}-{10 * i + 9}" for i in range(9)] + ["90-100"]
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
@@ -33,53 +33,11 @@ class JudgeUnreachable(ConfigError):
     """Nothing answers at ``judge.base_url``."""
 
 
-@dataclass(frozen=True)
-class JudgeSettings:
-    """The ``judge`` config group (conf/judge/default.yaml holds the defaults and their meaning)."""
-
-    base_url: str
-    model: str
-    prompt: str
-    api_key_env: str | None
-    timeout: float
-    retries: int
-    backoff: float
-    max_tokens: int
-    temperature: float
-
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> "JudgeSettings":
-        """Validated settings from the ``judge`` config group (``enabled``/``responses`` are the callers')."""
-        values = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        s = cls(**values)
-        if not isinstance(s.base_url, str) or not re.match(r"https?://[^/\s]+", s.base_url):
-            raise bad_value("judge.base_url", s.base_url, "an http(s) URL, e.g. http://localhost:11434/v1")
-        if not isinstance(s.model, str) or not s.model:
-            raise bad_value("judge.model", s.model, "the judge model's name on that server, e.g. llama3.1")
-        for key in ("timeout", "backoff"):
-            value = getattr(s, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (key == "timeout" and value == 0):
-                raise bad_value(f"judge.{key}", value, "a number of seconds" + (" > 0" if key == "timeout" else " >= 0"))
-        for key, low in (("retries", 0), ("max_tokens", 1)):
-            value = getattr(s, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise bad_value(f"judge.{key}", value, f"an integer >= {low}")
-        if isinstance(s.temperature, bool) or not isinstance(s.temperature, (int, float)) or s.temperature < 0:
-            raise bad_value("judge.temperature", s.temperature, "a number >= 0")
-        if s.api_key_env is not None and not (isinstance(s.api_key_env, str) and s.api_key_env):
-            raise bad_value("judge.api_key_env", s.api_key_env, "the name of an environment variable, or null")
-        try:
-            s.prompt.format(**{f: "x" for f in FIELDS})
-        except (KeyError, IndexError, ValueError, AttributeError) as err:
-            raise bad_value("judge.prompt", s.prompt, f"a text with the fields {{{'}, {'.join(FIELDS)}}} only ({err})") from None
-        return s
-
-
 # ---- the client -------------------------------------------------------------------------------
 class JudgeClient:
     """Chat completions against ``settings.base_url``, with retries and backoff."""
 
-    def __init__(self, settings: JudgeSettings, sleep=time.sleep) -> None:
+    def __init__(self, settings: JudgeConfig, sleep=time.sleep) -> None:
         self.s = settings
         self.url = settings.base_url.rstrip("/")
         self.sleep = sleep
@@ -165,7 +123,7 @@ class Judge(Task):
 
     name = "judge"
 
-    def __init__(self, responses: list[dict], settings: JudgeSettings, client: JudgeClient | None = None) -> None:
+    def __init__(self, responses: list[dict], settings: JudgeConfig, client: JudgeClient | None = None) -> None:
         super().__init__(responses)
         self.settings = settings
         self.client = client or JudgeClient(settings)
@@ -200,7 +158,7 @@ class Judge(Task):
         return {b: int(totals[f"bucket {b}"]) for b in BUCKETS}
 
 
-def judge_responses(path: Path, settings: JudgeSettings, out_file: Path | None = None) -> dict:
+def judge_responses(path: Path, settings: JudgeConfig, out_file: Path | None = None) -> dict:
     """Score a responses.jsonl at the end of finetune.py; the result.json entries.
 
     ``eval/judge/score`` (mean over parsed replies), ``eval/judge/unparseable`` (a count) and
@@ -220,19 +178,7 @@ def judge_responses(path: Path, settings: JudgeSettings, out_file: Path | None =
             "judge_file": str(out_file) if out_file is not None else None}
 
 
-def judge_settings(judge: Mapping | None, responses_enabled: bool) -> JudgeSettings | None:
-    """finetune.py: the judge's settings when ``judge.enabled``, validated; else None."""
-    if judge is None or judge.get("enabled") is False:
-        return None
-    if judge.get("enabled") is not True:
-        raise bad_value("judge.enabled", judge.get("enabled"), "true or false")
-    if not responses_enabled:
-        raise bad_value("judge.enabled", True,
-                        "needs finetune.responses.enabled=true (the judge scores those responses)")
-    return JudgeSettings.from_config(judge)
-
-
-def judge_after_fit(trainer, responses: Path, settings: JudgeSettings, out_file: Path) -> dict:
+def judge_after_fit(trainer, responses: Path, settings: JudgeConfig, out_file: Path) -> dict:
     """Judge finetune.py's responses; log ``eval/judge/*``. Unreachable: one line, run goes on."""
     import logging
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable
 
 
 from gpt_lightning.config.schemas import parse
 from gpt_lightning.errors import bad_value
 from gpt_lightning.generate.sampling import (StreamDecoder, check_settings, generate, trim_at_stop)
-from gpt_lightning.weights.sources import INITS, InitConfig, planned_config
-from gpt_lightning.model import GPT, GPTConfig
+from gpt_lightning.config.generate import GenerateConfig
+from gpt_lightning.config.schemas import INITS, InitConfig
+from gpt_lightning.weights.sources import planned_config
+from gpt_lightning.model import GPT
 from gpt_lightning.quantize import check_quantize
 from gpt_lightning.generate.speculative import speculative_generate
 from gpt_lightning.data.template import format_prompt
@@ -42,56 +44,6 @@ class Job:
 
 
 # ---- settings -------------------------------------------------------------------------------
-@dataclass
-class DraftConfig:
-    """``draft``: speculative decoding's smaller model (conf/generate.yaml)."""
-
-    init: str | None = None  # null = off; a released name or checkpoint
-    path: str | None = None  # weights for draft.init=checkpoint
-    k: int = 4  # tokens proposed per target forward
-
-    def __post_init__(self) -> None:
-        if self.k < 1:
-            raise bad_value("draft.k", self.k, "an integer >= 1 (tokens proposed per target forward; 4 is typical)")
-
-
-@dataclass
-class GenerateConfig:
-    """The keys of conf/generate.yaml (described there), type-checked by ``config.parse``."""
-
-    model: GPTConfig = field(default_factory=GPTConfig)  # shape for init=scratch
-    init: InitConfig = field(default_factory=lambda: InitConfig("openai_124m"))
-    prompt: str = "Every effort moves you"
-    prompt_file: str | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 100
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    stop: list[str] | str = field(default_factory=list)
-    seed: int = 123
-    num_samples: int = 1
-    output: str | None = None
-    stream: bool = True
-    instruct: bool = False
-    chat: bool = False
-    device: str = "auto"
-    dtype: str = "auto"
-    quantize: Literal["int8"] | None = None
-    draft: DraftConfig = field(default_factory=lambda: DraftConfig())
-
-    def __post_init__(self) -> None:
-        for key in ("batch_size", "num_samples"):
-            if getattr(self, key) < 1:
-                raise bad_value(key, getattr(self, key), "an integer >= 1")
-        self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
-        if not all(self.stop):
-            raise bad_value("stop", self.stop, 'a list of non-empty strings, e.g. stop=\'["\\n\\n"]\'')
-
-
 def sampling_settings(cfg: GenerateConfig) -> dict:
     settings = {key: getattr(cfg, key) for key in SAMPLING_KEYS}
     check_settings(**settings)

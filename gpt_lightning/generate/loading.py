@@ -12,7 +12,8 @@ from gpt_lightning.model import GPT, GPTConfig
 from gpt_lightning.quantize import is_quantized, load_quantized, quantize_model
 from gpt_lightning.tokenizer import Tokenizer
 from gpt_lightning.weights.hf_io import load_pretrained
-from gpt_lightning.weights.sources import InitConfig, build_model
+from gpt_lightning.config.schemas import InitConfig
+from gpt_lightning.weights.sources import build_model
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -57,7 +57,8 @@ def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, 
         if kind == "tensorboard":
             lines.append(f"  {where}")
     if r.get("export"):
-        generate = f"python generate.py init=checkpoint init.path={short_path(r['export'])}"
+        program = "gpt-generate" if (command or "").startswith("gpt-") else "python generate.py"  # installed: gpt-train ...
+        generate = f"{program} init=checkpoint init.path={short_path(r['export'])}"
         if instruct_prompt:
             generate += f" instruct=true prompt={shlex.quote(instruct_prompt)}"
         lines.append(f"  {generate}")

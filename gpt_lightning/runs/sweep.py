@@ -1,5 +1,5 @@
-"""Hydra callback: after a multirun, one table of every job's result in the sweep folder, and the
-plot of their validation losses against tokens (``compare.png``, see compare.py) linked from it."""
+"""After a multirun (cli/hydra_adapter.SweepSummary calls it), one table of every job's result in
+the sweep folder, and the plot of their validation losses against tokens (``compare.png``, see compare.py) linked from it."""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
-from gpt_lightning.runs.files import PLOT_FILE, RESULT_FILE
+from gpt_lightning.runs.files import RESULT_FILE
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
 EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status
@@ -77,12 +74,3 @@ def _plot(sweep_dir: Path) -> Path | None:
         return compare([sweep_dir])[1]
     except ConfigError:  # no job finished
         return None
-
-
-class SweepSummary(Callback):
-    """Writes ``summary.md`` and ``summary.csv`` in the sweep folder when a multirun ends."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))

@@ -9,52 +9,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from dataclasses import dataclass, field
-from typing import Iterable, Literal
+from typing import Iterable
 
 from gpt_lightning.config.schemas import parse
-from gpt_lightning.errors import ConfigError, bad_value
-from gpt_lightning.weights.sources import InitConfig
-from gpt_lightning.model import GPTConfig
+from gpt_lightning.errors import ConfigError
+from gpt_lightning.config.serve import ServeConfig
 
 SERVER_LIBS = ("fastapi", "uvicorn")
-
-
-@dataclass
-class ServeConfig:
-    """The keys of conf/serve.yaml (described there), type-checked by ``config.parse``."""
-
-    model: GPTConfig = field(default_factory=GPTConfig)  # shape for init=scratch
-    init: InitConfig = field(default_factory=lambda: InitConfig("openai_124m"))
-    host: str = "127.0.0.1"
-    port: int = 8000
-    model_name: str | None = None
-    max_batch_size: int = 16
-    queue_size: int = 64
-    retry_after: int = 1
-    max_tokens_cap: int = 1024
-    default_max_tokens: int = 128
-    shutdown_timeout: float | None = 60.0
-    seed: int = 123
-    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
-    device: str = "auto"
-    dtype: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not self.host:
-            raise bad_value("host", self.host, "an address to listen on, e.g. 127.0.0.1")
-        if not 0 <= self.port <= 65535:
-            raise bad_value("port", self.port, "an integer in [0, 65535] (0 = any free port)")
-        if self.model_name is not None and not self.model_name:
-            raise bad_value("model_name", self.model_name, "a non-empty string, or null for the init's name")
-        for key in ("max_batch_size", "queue_size", "retry_after", "max_tokens_cap", "default_max_tokens"):
-            if getattr(self, key) < 1:
-                raise bad_value(key, getattr(self, key), "an integer >= 1")
-        if self.default_max_tokens > self.max_tokens_cap:
-            raise bad_value("default_max_tokens", self.default_max_tokens, f"at most max_tokens_cap={self.max_tokens_cap}")
-        if self.shutdown_timeout is not None and self.shutdown_timeout <= 0:
-            raise bad_value("shutdown_timeout", self.shutdown_timeout,
-                            "a number of seconds > 0, or null to wait without limit")
 
 
 def check_config(values: dict) -> ServeConfig:

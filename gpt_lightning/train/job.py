@@ -31,20 +31,20 @@ from omegaconf import OmegaConf
 
 from gpt_lightning.train import resume
 from gpt_lightning.train import run_folder
-from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, SampleText, TrainSetLoss
+from gpt_lightning.train import callbacks as run_callbacks
+from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, RunRecord, SampleText, TrainSetLoss
 from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
-from gpt_lightning.train.callbacks.evaluation import eval_callbacks, eval_results
-from gpt_lightning.weights.export import export_model
+from gpt_lightning.train.callbacks.evaluation import eval_callbacks
+from gpt_lightning.train.final_export import export_model
 from gpt_lightning.weights.sources import build_model
-from gpt_lightning.train.module import GPTLitModule, perplexity
+from gpt_lightning.train.module import GPTLitModule
 from gpt_lightning.train.trackers import (TrackerRuns, build_logger as build_trackers, describe as describe_trackers)
 from gpt_lightning.train.trackers import finish as finish_trackers, log_hparams
 from gpt_lightning.lora import apply_lora
-from gpt_lightning.model import GPT
-from gpt_lightning.weights.model_card import RunRecord
+from gpt_lightning.model import GPT, perplexity
 from gpt_lightning.runs.report import format_report
 from gpt_lightning.train.callbacks.responses import WriteResponses
 from gpt_lightning.runs.files import RESULT_FILE
@@ -104,10 +104,7 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
             (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
         trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
         result = _result(trainer, module, time.time() - start, ctx.overrides)
-        result.update(eval_results(trainer))  # eval/<task>/<metric>, best_eval/<task>/<metric>
-        extra = {}
-        for callback in trainer.callbacks:
-            extra.update(getattr(callback, "summary", None) or {})
+        extra = run_callbacks.results(trainer)  # eval/<task>/<metric>, best_eval/..., the responses' summary
         result.update(extra)
         if spec.run.export:
             folder = export_model(trainer, module, out / "export", extra_results=extra)
@@ -173,7 +170,7 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     if responses is not None and responses.enabled:
         callbacks.append(WriteResponses(out / responses.file, max_new_tokens=responses.max_new_tokens,
                                         batch_size=responses.batch_size, judge=spec.judge))
-    return callbacks + eval_callbacks(c.eval, spec.strategy.name)  # callbacks.eval: benchmark scores
+    return callbacks + eval_callbacks(c.eval)  # callbacks.eval: benchmark scores
 
 
 class CheckAgainstData(L.Callback):
@@ -232,7 +229,7 @@ def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides:
     best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
     final = trainer.callback_metrics.get("val/loss")
     final = float(final) if final is not None else None
-    record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
+    record = run_callbacks.find(trainer, RunRecord)
     session = record.current if record is not None else {}
     return {
         "overrides": list(overrides),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import lightning as L
@@ -255,7 +254,3 @@ class GPTLitModule(L.LightningModule):
             if key in name:
                 return tflops * 1e12 * self.trainer.world_size
         return None
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))

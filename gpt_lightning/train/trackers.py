@@ -176,13 +176,13 @@ class TrackerRuns(L.Callback):
 def read_tracker_runs(ckpt_path: str | Path) -> dict[str, str]:
     """The tracker run ids stored in a checkpoint ({} for checkpoints without any, and for a
     path that is no checkpoint: ``resume.resolve`` reports that, before training starts)."""
-    import torch
+    from gpt_lightning.config.legacy import load_checkpoint
 
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file() or not zipfile.is_zipfile(path):
         return {}
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load_checkpoint(path)
     except Exception:  # a broken checkpoint: resume.resolve names the problem
         return {}
     runs = ckpt.get(TRACKER_KEY) if isinstance(ckpt, dict) else None

@@ -22,13 +22,14 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-import torch
 
 from gpt_lightning.atomic import atomic_write
+from gpt_lightning.config.legacy import load_checkpoint
 from gpt_lightning.errors import ConfigError, bad_value, main_guard
 from gpt_lightning.weights.hf_io import save_pretrained
-from gpt_lightning.model import GPT, GPTConfig
-from gpt_lightning.weights.model_card import CARD_FILE, LOSS_PLOT, card_facts, render_card
+from gpt_lightning.model import GPT
+from gpt_lightning.weights.model_card import (CARD_FILE, HISTORY_STATE, LOSS_PLOT, RECORD_STATE, card_facts, plot_losses,
+                                             render_card)
 from gpt_lightning.tokenizer import EOT_ID, EOT_TOKEN, bpe_file
 
 FACTS_FILE = "card.json"
@@ -45,8 +46,6 @@ def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | No
         _write_json(folder / "generation_config.json", generation_config(sampling))
     has_plot = bool(history and history.get("train"))
     if has_plot:
-        from gpt_lightning.train.callbacks import plot_losses
-
         plot_losses(history["train"], history.get("val", []), folder / LOSS_PLOT)
     _write_json(folder / FACTS_FILE, facts)
     card = render_card(facts, has_plot=has_plot)
@@ -98,34 +97,8 @@ def _write_json(path: Path, data) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-# ---- from a finished run ---------------------------------------------------------------------------
-def export_model(trainer, module, folder: Path, extra_results: Mapping | None = None) -> Path | None:
-    """Gather the full weights (works under DDP and FSDP), merge LoRA, write the whole folder.
-
-    Every rank must call it (the gather is collective under FSDP); rank 0 writes.
-    """
-    from gpt_lightning.train.callbacks import LossHistory
-    from gpt_lightning.lora import merge_lora_state
-    from gpt_lightning.weights.model_card import RunRecord
-
-    state = trainer.strategy.lightning_module_state_dict()
-    if not trainer.is_global_zero:
-        return None
-    weights = {k.removeprefix("model."): v.detach().cpu() for k, v in state.items() if k.startswith("model.")}
-    weights = merge_lora_state(weights)  # LoRA updates folded into plain weights
-    model = GPT(GPTConfig.from_dict(module.model.config.to_dict()))
-    model.load_state_dict(weights)
-    record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
-    history = next((cb for cb in trainer.callbacks if isinstance(cb, LossHistory)), None)
-    history = history.state_dict() if history is not None else None
-    record_state = record.state_dict() if record is not None else None
-    facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
-                       history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
-                       epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
-    return write_export(model, folder, facts, history, sampling=_sampling(record_state))
-
-
-def _sampling(record: Mapping | None) -> dict:
+def sampling(record: Mapping | None) -> dict:
+    """The run's ``callbacks.samples`` settings, from its RunRecord state."""
     return dict((((record or {}).get("config") or {}).get("callbacks") or {}).get("samples") or {})
 
 
@@ -135,7 +108,6 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     folder, a ``.safetensors`` file, or a nanoGPT, llm.c or LLMs-from-scratch checkpoint (what
     ``init=checkpoint`` takes)."""
     from gpt_lightning.weights.sources import build_model
-    from gpt_lightning.weights.model_card import RunRecord
 
     source, out = Path(source).expanduser(), Path(out).expanduser()
     if not source.exists():
@@ -149,9 +121,8 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     if source.suffix == ".ckpt":
         ckpt = _read_checkpoint(source)
         model_cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
-        callbacks = ckpt.get("callbacks") or {}
-        record = next((v for k, v in callbacks.items() if str(k).startswith(RunRecord.__qualname__)), None)
-        history = next((v for k, v in callbacks.items() if str(k).startswith("LossHistory")), None)
+        callbacks = ckpt.get("callbacks") or {}  # the run's callbacks' states by state_key
+        record, history = callbacks.get(RECORD_STATE), callbacks.get(HISTORY_STATE)
         step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), ckpt.get("epoch")
     elif source.is_dir() or source.suffix == ".safetensors":  # peers' files carry their shapes inside
         from gpt_lightning.weights.hf_io import read_config
@@ -161,7 +132,7 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
-    return write_export(model, out, facts, history, sampling=_sampling(record))
+    return write_export(model, out, facts, history, sampling=sampling(record))
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -171,7 +142,7 @@ def _read_checkpoint(path: Path) -> dict:
     if not zipfile.is_zipfile(path):
         raise bad_value("source", str(path), "not a Lightning checkpoint (not a torch.save zip archive)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load_checkpoint(path)  # old module paths mapped
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise bad_value("source", str(path), f"cannot be read as a checkpoint ({' '.join(str(err).split())})") from None
     if not isinstance(ckpt, dict):

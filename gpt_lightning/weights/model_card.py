@@ -13,118 +13,20 @@ model card: YAML front matter (license, tags, base model, model-index) and markd
 
 from __future__ import annotations
 
-import datetime
-import json
-import subprocess
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import lightning as L
 import yaml
 
-from gpt_lightning.train.module import perplexity
+from gpt_lightning.model import perplexity
 
 CARD_FILE = "README.md"
 DEFAULT_LICENSE = "mit"  # conf/train.yaml and conf/finetune.yaml `card.license` (a test keeps them equal)
 LOSS_PLOT = "loss.png"
-
-
-# ---- the record ------------------------------------------------------------------------------
-class RunRecord(L.Callback):
-    """Collects what the model card says about a run; kept in checkpoints across resumes."""
-
-    def __init__(self, config: Mapping, command: str | None = None) -> None:
-        self.config = dict(config)
-        self.command = command
-        self.data: dict = {}
-        self.previous: list[dict] = []  # sessions before a resume, from the checkpoint
-        self.current: dict = {}
-        self._start: tuple[float, int, int] | None = None
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.data = data_facts(trainer.datamodule) if trainer.datamodule is not None else {}
-        self.current = {
-            "command": self.command,
-            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "code": code_version(),
-            "devices": trainer.world_size,
-            "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
-            "strategy": type(trainer.strategy).__name__,
-            "precision": str(trainer.precision),
-        }
-
-    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self._start = (time.perf_counter(), pl_module.tokens_seen, trainer.global_step)
-        self.current.update(start_step=trainer.global_step, start_tokens=pl_module.tokens_seen)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        if self._start is None:
-            return
-        t0, tokens0, _ = self._start
-        seconds = time.perf_counter() - t0
-        tokens = pl_module.tokens_seen - tokens0
-        self.current.update(end_step=trainer.global_step, tokens=tokens, train_time_s=round(seconds, 2),
-                            tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else None)
-
-    def sessions(self) -> list[dict]:
-        return self.previous + ([self.current] if self.current else [])
-
-    def state_dict(self) -> dict:
-        return {"config": self.config, "data": self.data, "sessions": self.sessions()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.previous = list(state.get("sessions", []))
-
-
-def data_facts(datamodule) -> dict:
-    """Files, content hash and sizes of a pretraining or instruction data module (after setup)."""
-    from gpt_lightning.data.token_cache import corpus_key
-
-    facts: dict[str, Any] = {"batch_size": getattr(datamodule, "batch_size", None),
-                             "max_length": getattr(datamodule, "max_length", None)}
-    token_file = getattr(datamodule, "token_file", None)
-    if token_file is not None:  # data/pretrain.py
-        token_file = Path(token_file)
-        meta_file = token_file.with_suffix(".json")
-        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        train = getattr(datamodule, "train_set", None)
-        facts.update(kind="pretraining", name=getattr(datamodule, "name", None),
-                     files=meta.get("files", []), tokens_per_file=meta.get("tokens_per_file", {}),
-                     token_cache=str(token_file), content_hash=token_file.stem,
-                     tokens=getattr(datamodule, "num_tokens", meta.get("num_tokens")),
-                     train_tokens=(train.end - train.start) if train is not None else None,
-                     val_fraction=getattr(datamodule, "val_fraction", None), stride=getattr(datamodule, "stride", None))
-    elif hasattr(datamodule, "train_records"):  # data/instruct.py
-        from gpt_lightning.data.instruct import DATASET_NAME
-        from gpt_lightning.download import fetch_dataset
-
-        path = fetch_dataset(DATASET_NAME, datamodule.path)
-        examples = getattr(datamodule, "_examples", {})
-        facts.update(kind="instruction", files=[str(path)], content_hash=corpus_key([path]),
-                     records={s: len(getattr(datamodule, f"{s}_records")) for s in ("train", "val", "test")},
-                     tokens={s: sum(e.num_tokens for e in ex) for s, ex in examples.items()},
-                     mask_prompt=getattr(datamodule, "mask_prompt", None))
-    return facts
-
-
-def code_version() -> dict:
-    """This package's version and, in a git checkout, its commit (and whether it had local changes)."""
-    from gpt_lightning import __version__
-
-    root = Path(__file__).resolve().parents[1]
-    version = {"package": __version__, "commit": None, "dirty": None}
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode == 0:
-            version["commit"] = commit.stdout.strip()
-            status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10)
-            version["dirty"] = bool(status.stdout.strip()) if status.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return version
+# Where a training run keeps, in its checkpoints, what the card reads (train/callbacks/run_record.py
+# and loss_history.py store their state under these keys).
+RECORD_STATE = "RunRecord"
+HISTORY_STATE = "LossHistory"
 
 
 # ---- facts --------------------------------------------------------------------------------------
@@ -347,3 +249,27 @@ def _provenance_section(facts: Mapping) -> list[str]:
             lines += [f"That session trained {s['tokens']:,} tokens in {s.get('train_time_s')} s "
                       f"({s.get('tokens_per_s')} tokens/s).", ""]
     return lines
+
+
+def plot_losses(train, val, path: Path) -> Path:
+    """Loss against tokens seen with epochs on a second x-axis, as in "LLMs from scratch"."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([t for t, _, _ in train], [v for _, v, _ in train], label="train loss", alpha=0.8)
+    if val:
+        ax.plot([t for t, _, _ in val], [v for _, v, _ in val], "o-", label="validation loss")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    top = ax.twiny()  # epochs, aligned with the tokens of each training point
+    top.plot([e for _, _, e in train], [v for _, v, _ in train], alpha=0)
+    top.set_xlabel("epochs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -44,13 +44,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from gpt_lightning.config.schemas import PEER_KINDS
 from gpt_lightning.errors import bad_value
 from gpt_lightning.model import SIZES, GPTConfig
 
 log = logging.getLogger("gpt_lightning")
 
 KEY = "init.path"
-PEER_KINDS = "nanoGPT's ckpt.pt, llm.c's gpt2_124M.bin or an LLMs-from-scratch model.pth"
 
 LLMC_MAGIC = 20240326
 LLMC_VERSIONS = {3: torch.float32, 5: torch.bfloat16}

@@ -28,10 +28,12 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from gpt_lightning.config.legacy import load_checkpoint
+from gpt_lightning.config.schemas import CHECKPOINT_KINDS, RELEASED_INITS, InitConfig, parse
 from gpt_lightning.download import DownloadError, Source, cache_dir, download, verify
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.weights.hf_io import load_pretrained, read_config
-from gpt_lightning.weights.peers import PEER_KINDS, PeerCheckpoint, read_peer
+from gpt_lightning.weights.peers import PeerCheckpoint, read_peer
 from gpt_lightning.lora import merge_lora_state
 from gpt_lightning.model import GPT, GPTConfig
 
@@ -43,9 +45,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # init_scheme, which only draws random weights).
 ARCH_KEYS = ("vocab_size", "context_length", "n_embd", "n_layers", "n_heads",
              "qkv_bias", "bias", "layer_norm_epsilon", "tie_embeddings", "gelu")
-INIT_KEYS = ("name", "path")
-CHECKPOINT_KINDS = ("an export folder, a Hugging Face GPT-2 folder, a .safetensors file "
-                    f"(config.json beside it), a Lightning .ckpt, {PEER_KINDS}")
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ HUB_WEIGHTS: dict[str, HubWeights] = {
         "0f8b28eb05a8075f48b61b6f35332978c74fc7763fa9fb4051a1c30511736a6a", None,  # size not found; sha256 checks
         GPTConfig.from_name("gpt2_xl")),
 }
-INITS = ("scratch", *HUB_WEIGHTS, "checkpoint")
+assert tuple(HUB_WEIGHTS) == RELEASED_INITS, "each released init (config.schemas) has its pinned files here"
 
 
 @dataclass(frozen=True)
@@ -100,17 +99,6 @@ def hub_endpoint() -> str:
     """Base URL of the hub (or a mirror) that serves ``<repo>/resolve/<revision>/<file>``."""
     endpoint = os.environ.get(ENDPOINT_ENV) or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
     return endpoint.rstrip("/")
-
-
-@dataclass
-class InitConfig:
-    """``init``: where the starting weights come from (conf/init/*.yaml)."""
-
-    name: str = "scratch"  # scratch | openai_124m | openai_355m | openai_774m | openai_1558m | checkpoint
-    path: str | None = None  # local weights: see CHECKPOINT_KINDS
-
-    def __post_init__(self) -> None:
-        _init_settings({"name": self.name, "path": self.path})
 
 
 def build_model(init: InitConfig | Mapping, model: GPTConfig | Mapping, explicit: Iterable[str] = (), *,
@@ -158,24 +146,9 @@ def planned_config(init: InitConfig | Mapping, model: GPTConfig | Mapping, expli
 
 # ---- config handling ------------------------------------------------------------------
 def _init_settings(init_cfg: InitConfig | Mapping) -> tuple[str, Path | None]:
-    """(init name, init.path or None), validated."""
-    if isinstance(init_cfg, InitConfig):
-        values = {"name": init_cfg.name, "path": init_cfg.path}
-    else:
-        values = {k: v for k, v in dict(init_cfg).items() if k != "_target_"}
-    unknown = sorted(set(values) - set(INIT_KEYS))
-    if unknown:
-        raise ConfigError(f"unknown init keys {unknown}; known keys: {list(INIT_KEYS)}")
-    name, path = values.get("name"), values.get("path")
-    if name not in INITS:
-        raise bad_value("init", name, f"one of {list(INITS)}")
-    path = Path(str(path)).expanduser() if path else None
-    if name == "scratch" and path:
-        raise bad_value("init.path", str(path), "init=scratch starts from random weights; "
-                        "drop init.path or use init=checkpoint")
-    if name == "checkpoint" and not path:
-        raise bad_value("init.path", None, f"init=checkpoint needs one: {CHECKPOINT_KINDS}")
-    return name, path
+    """(init name, init.path or None), validated by the ``init`` schema."""
+    init = init_cfg if isinstance(init_cfg, InitConfig) else parse(InitConfig, init_cfg, "init")
+    return init.name, Path(str(init.path)).expanduser() if init.path else None
 
 
 def _requested_model(model_cfg: GPTConfig | Mapping) -> dict:
@@ -307,7 +280,7 @@ def read_checkpoint(path: Path, key: str) -> tuple[dict, GPTConfig]:
         raise bad_value(key, str(path), "not a Lightning checkpoint (not a torch.save zip archive: "
                         "truncated, or another kind of file)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        ckpt = load_checkpoint(path)  # old module paths mapped
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         raise bad_value(key, str(path), f"cannot be read as a Lightning checkpoint "
                         f"({' '.join(str(err).split())[:300]})") from None

@@ -11,27 +11,23 @@ the sweep summary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-
 import lightning as L
 import torch
-from omegaconf import OmegaConf
 
-from gpt_lightning.errors import bad_value
-from gpt_lightning.evaluate.build import check_count, make_tasks, task_names
+from gpt_lightning.config.tasks import EvalConfig
+from gpt_lightning.evaluate.build import make_tasks
 from gpt_lightning.evaluate.tasks import evaluate
 
 log = logging.getLogger("gpt_lightning")
 KEY = "callbacks.eval"
-TRAINING_TASKS = ("perplexity", "hellaswag", "lambada")  # the judge needs responses, see finetune.py
 LOWER_IS_BETTER = ("loss", "perplexity", "bits_per_byte")
 
 
 class EvalCallback(L.Callback):
     def __init__(self, tasks: list[str], *, every_n_steps: int | None, limit: int | None, batch_size: int,
-                 settings: Mapping) -> None:
+                 settings: EvalConfig) -> None:
         self.names, self.every_n_steps, self.limit, self.batch_size = list(tasks), every_n_steps, limit, batch_size
-        self.settings = dict(settings or {})
+        self.settings = settings
         self.tasks = None
         self.final: dict[str, float] = {}
         self.best: dict[str, float] = {}
@@ -86,26 +82,10 @@ class EvalCallback(L.Callback):
         self.best, self.final, self.last_step = dict(state["best"]), dict(state["final"]), state["last_step"]
 
 
-def eval_callbacks(settings: Mapping | None, strategy: str = "auto") -> list[EvalCallback]:
-    """The callback ``callbacks.eval`` asks for (none when ``callbacks.eval.tasks`` is empty);
-    ``strategy`` is the strategy's name (the callback cannot score FSDP shards)."""
-    c = OmegaConf.create(dict(settings)) if settings else None
-    if c is None or not c.get("tasks"):
+def eval_callbacks(settings: EvalConfig) -> list[EvalCallback]:
+    """The callback ``callbacks.eval`` asks for (none when ``callbacks.eval.tasks`` is empty;
+    the schema checked the keys, config.schemas.train_spec that the strategy is not FSDP)."""
+    if not settings.tasks:
         return []
-    names = task_names(c.tasks, f"{KEY}.tasks", allowed=TRAINING_TASKS)
-    check_count(f"{KEY}.every_n_steps", c.every_n_steps)
-    check_count(f"{KEY}.batch_size", c.batch_size, allow_none=False)
-    if strategy == "fsdp":
-        raise bad_value(f"{KEY}.tasks", names, "not with strategy=fsdp (its ranks hold shards of the weights); "
-                        "evaluate the export with evaluate.py instead")
-    settings = OmegaConf.to_container(c, resolve=True)
-    return [EvalCallback(names, every_n_steps=c.every_n_steps, limit=c.limit, batch_size=c.batch_size,
-                         settings=settings)]
-
-
-def eval_results(trainer: L.Trainer) -> dict[str, float]:
-    """What the run's EvalCallback measured, for result.json (empty without one)."""
-    for cb in trainer.callbacks:
-        if isinstance(cb, EvalCallback):
-            return cb.results()
-    return {}
+    return [EvalCallback(settings.tasks, every_n_steps=settings.every_n_steps, limit=settings.limit,
+                         batch_size=settings.batch_size, settings=settings)]

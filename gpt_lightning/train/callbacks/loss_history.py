@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from gpt_lightning.runs.files import HISTORY_FILE
+from gpt_lightning.weights.model_card import HISTORY_STATE, LOSS_PLOT, plot_losses
 from gpt_lightning.train.trackers import log_image
 
 
@@ -30,6 +31,10 @@ class LossHistory(L.Callback):
     (``GPTLitModule.step_loss``); a validation point is read when validation ends, after the
     module has computed it.
     """
+
+    @property
+    def state_key(self) -> str:
+        return HISTORY_STATE  # where the card (weights/model_card.py) finds it in a checkpoint
 
     def __init__(self, out_dir: str | None = None) -> None:
         self.out_dir = Path(out_dir) if out_dir else None
@@ -80,7 +85,7 @@ class LossHistory(L.Callback):
         self._flush()
         if self.out_dir is not None and self.train:
             write_history(self.train, self.val, self.out_dir / HISTORY_FILE)
-            plot = plot_losses(self.train, self.val, self.out_dir / "loss.png")
+            plot = plot_losses(self.train, self.val, self.out_dir / LOSS_PLOT)
             log_image(trainer, "loss", plot, trainer.global_step)  # TensorBoard, W&B, MLflow
 
     def state_dict(self) -> dict:
@@ -99,27 +104,3 @@ def write_history(train, val, path: Path) -> Path:
 
     text = json.dumps({"train": [list(p) for p in train], "val": [list(p) for p in val]}) + "\n"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def plot_losses(train, val, path: Path) -> Path:
-    """Loss against tokens seen with epochs on a second x-axis, as in "LLMs from scratch"."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([t for t, _, _ in train], [v for _, v, _ in train], label="train loss", alpha=0.8)
-    if val:
-        ax.plot([t for t, _, _ in val], [v for _, v, _ in val], "o-", label="validation loss")
-    ax.set_xlabel("tokens seen")
-    ax.set_ylabel("loss")
-    ax.legend(loc="upper right")
-    top = ax.twiny()  # epochs, aligned with the tokens of each training point
-    top.plot([e for _, _, e in train], [v for _, v, _ in train], alpha=0)
-    top.set_xlabel("epochs")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -67,14 +67,17 @@ class WriteResponses(L.Callback):
     """After fitting, answer the data module's test split into ``path`` (finetune.py), then
     (``judge``) have a judge model score the answers.
 
-    Its ``summary`` (count, mean length, exact matches, judge scores) goes into result.json,
+    Its ``results()`` (count, mean length, exact matches, judge scores) go into result.json,
     and the first rows into TensorBoard's TEXT tab (tag ``responses``).
     """
 
     def __init__(self, path: Path, *, max_new_tokens: int = 256, batch_size: int = 8, judge=None) -> None:
         self.path, self.max_new_tokens, self.batch_size = Path(path), max_new_tokens, batch_size
-        self.judge = judge  # evaluation.judge.JudgeSettings: score the responses afterwards (finetune.py)
+        self.judge = judge  # config.tasks.JudgeConfig: score the responses afterwards (finetune.py)
         self.summary: dict = {}
+
+    def results(self) -> dict:
+        return self.summary
 
     def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
         data = trainer.datamodule
