@@ -12,7 +12,7 @@ ifneq ($(wildcard $(SHARED)/data),)
 export GPT_LIGHTNING_DATA_DIR ?= $(SHARED)/data
 endif
 
-.PHONY: install train test bench browser gpu-check
+.PHONY: install train test docs bench browser gpu-check
 install: .make/installed
 
 # The chat page's browser test needs Debian's headless Chromium. Installed only when missing,
@@ -34,6 +34,10 @@ train: install
 
 test: install browser
 	$(PYTHON) -m pytest -q $(ARGS)
+
+# The documentation site (docs/, mkdocs-material) into site/; the tests build it with --strict.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 bench: install
 	$(PYTHON) benchmarks/bench_train.py

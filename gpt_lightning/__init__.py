@@ -3,15 +3,15 @@
 from gpt_lightning.errors import ConfigError
 
 __all__ = ["GPT", "GPTConfig", "KVCache", "SIZES", "ConfigError", "Tokenizer", "get_tokenizer",
-           "load_pretrained", "save_pretrained"]
+           "load_pretrained", "save_pretrained", "run_training"]
 __version__ = "0.1.0"
 
-# The names below import torch; they load on first use, so that modules without torch (corpus
-# preparation, `python prepare.py`, and its worker processes) start fast and small.
+# The names below import torch (run_training: Lightning too); they load on first use, so that
+# modules without torch (corpus preparation, `python prepare.py`, its worker processes) start fast.
 _LAZY = {"load_pretrained": "gpt_lightning.weights.hf_io", "save_pretrained": "gpt_lightning.weights.hf_io",
          "GPT": "gpt_lightning.model", "SIZES": "gpt_lightning.model", "GPTConfig": "gpt_lightning.model",
          "KVCache": "gpt_lightning.model", "Tokenizer": "gpt_lightning.tokenizer",
-         "get_tokenizer": "gpt_lightning.tokenizer"}
+         "get_tokenizer": "gpt_lightning.tokenizer", "run_training": "gpt_lightning.train.job"}
 
 
 def __getattr__(name: str):
