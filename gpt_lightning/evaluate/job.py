@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Literal
 
 from omegaconf import DictConfig, OmegaConf
 
 from gpt_lightning.config.schemas import parse
 from gpt_lightning.errors import bad_value
 from gpt_lightning.generate.loading import pick_device, pick_dtype
+from gpt_lightning.quantize import check_quantize, is_quantized, load_quantized, quantize_model
 from gpt_lightning.weights.sources import InitConfig, build_model, planned_config
 from gpt_lightning.model import GPTConfig
 from gpt_lightning.evaluate.build import check_count, make_tasks, task_names
@@ -41,6 +42,7 @@ class EvaluateConfig:
     batch_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
+    quantize: Literal["int8"] | None = None
     seed: int = 123
     progress: bool = True
     output_dir: str | None = None
@@ -82,6 +84,7 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     check(cfg)
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    check_quantize(typed.quantize, device, dtype)
     needs_model = any(n != "judge" for n in names)  # the judge scores text; it needs no weights of ours
     context = planned_config(typed.init, typed.model, explicit).context_length if needs_model else None
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights
@@ -89,8 +92,12 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     if needs_model:
         import torch
 
-        model = build_model(typed.init, typed.model, explicit, seed=typed.seed)  # seeds init=scratch's weights
-        model = model.to(device=device, dtype=dtype).eval()
+        if typed.quantize == "int8":  # straight from the file to int8: the fp32 model never exists
+            model = build_model(typed.init, typed.model, explicit, seed=typed.seed, load_safetensors=load_quantized)
+            model = model if is_quantized(model) else quantize_model(model.eval())
+        else:
+            model = build_model(typed.init, typed.model, explicit, seed=typed.seed)  # seeds init=scratch's weights
+            model = model.to(device=device, dtype=dtype).eval()
     summary = evaluate(model, tasks, batch_size=cfg.batch_size, progress=cfg.progress, output_dir=output_dir)
     print(format_table(summary, reference_notes(cfg, summary)), flush=True)
     for task in tasks:
