@@ -90,8 +90,6 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights
     model = None
     if needs_model:
-        import torch
-
         if typed.quantize == "int8":  # straight from the file to int8: the fp32 model never exists
             model = build_model(typed.init, typed.model, explicit, seed=typed.seed, load_safetensors=load_quantized)
             model = model if is_quantized(model) else quantize_model(model.eval())
