@@ -144,6 +144,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--precision", nargs="+", default=None,
                         help="32-true and/or bf16-mixed (default: bf16-mixed on GPU, 32-true on CPU)")
+    parser.add_argument("--no-transformers", action="store_true", help="leave out the transformers loop")
     parser.add_argument("--memory", action="store_true", help="peak memory of chunked vs full-logits loss instead")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in every engine")
@@ -181,7 +182,7 @@ def main() -> None:
 
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     tokens = batch * seq
-    engines = ("lightning (ours)", "plain loop (ours)", "plain loop (transformers)")
+    engines = ("lightning (ours)", "plain loop (ours)") + (() if args.no_transformers else ("plain loop (transformers)",))
     steps_of = {(e, p): [] for p in precisions for e in engines}
     for r in range(args.rounds):
         order = list(steps_of)
@@ -226,8 +227,9 @@ def main() -> None:
     for precision in precisions:
         ratio = rate["lightning (ours)", precision] / rate["plain loop (ours)", precision]
         print(f"  {precision:10s} lightning / plain loop (ours)        {ratio:.3f}  (Lightning overhead {1 - ratio:+.1%})")
-        print(f"  {precision:10s} ours / transformers (plain loops)    "
-              f"{rate['plain loop (ours)', precision] / rate['plain loop (transformers)', precision]:.3f}")
+        if not args.no_transformers:
+            print(f"  {precision:10s} ours / transformers (plain loops)    "
+                  f"{rate['plain loop (ours)', precision] / rate['plain loop (transformers)', precision]:.3f}")
     for precision in precisions[1:]:
         for name in engines:
             print(f"  {name:28s} {precision} / {precisions[0]}  "
