@@ -71,13 +71,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             del raw, logits
             grad_h[start:start + rows] = grad @ weight  # (n, C)
             grad_w += grad.t() @ h_c  # (V, C)
-        ctx.grads = (grad_h, grad_w)
+        if wants_grad:
+            ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return total
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        grad_h, grad_w = ctx.grads
+        grad_h, grad_w = ctx.saved_tensors
         gh = grad_h * grad_out.to(grad_h.dtype) if ctx.needs_input_grad[0] else None
         gw = (grad_w * grad_out).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
         return gh, gw, None, None, None, None
