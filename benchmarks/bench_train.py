@@ -215,7 +215,7 @@ def main() -> None:
     print(f"\ntokens/s from the median step time over {args.rounds * steps} steps each; load average at the end "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     peak = peak_flops(args)
-    flops = GPTLitModule(reference, {"lr": 1e-4})._flops_per_token()  # 6N + 12LTC, as train/mfu
+    flops = GPTLitModule(reference, {"lr": 1e-4})._flops_per_token(seq)  # 6N + 12LTC, as train/mfu
     for (name, precision), value in rate.items():
         mfu = f"   MFU {value * flops / peak:6.1%}" if peak else ""
         memory = (f"   peak memory {peak_memory[name, precision] / 2**30:5.2f} GiB"
