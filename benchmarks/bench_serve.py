@@ -12,6 +12,14 @@ printed, and the paired ratios batched / one-at-a-time come last.
 
     python benchmarks/bench_serve.py                          # 124M shape, 16 requests x (32 + 64 tokens)
     python benchmarks/bench_serve.py --size gpt2_mini --repeats 5
+
+Before / after a change: ``--baseline DIR`` adds a ``before`` server run from another checkout
+(``git worktree add /tmp/before <commit>``) with the same max_batch_size, and the ratios are
+then taken against it; ``--int8`` adds a server with ``quantize=int8``; ``--no-solo`` drops
+the one-at-a-time server:
+
+    python benchmarks/bench_serve.py --size gpt2_tiny --baseline /tmp/before --int8 --no-solo \
+        --concurrency 1 4 16 64 --requests 64 --max-batch-size 64
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVERS = {"batched": 16, "one-at-a-time": 1}  # name -> max_batch_size
 
 
 def parse_args() -> argparse.Namespace:
@@ -43,15 +50,35 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16], help="concurrent client streams")
     p.add_argument("--repeats", type=int, default=3, help="measurements per server and concurrency")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads of each server")
+    p.add_argument("--max-batch-size", type=int, default=16, help="max_batch_size of the batched servers")
+    p.add_argument("--baseline", default=None, help="a checkout of the code before a change: adds server 'before'")
+    p.add_argument("--int8", action="store_true", help="add a batched server with quantize=int8")
+    p.add_argument("--no-solo", action="store_true", help="leave out the one-at-a-time server")
     return p.parse_args()
 
 
-def start_server(name: str, batch: int, args) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+def server_specs(args) -> dict[str, tuple[Path, int, list[str]]]:
+    """name -> (checkout it runs from, max_batch_size, extra overrides); the first is the reference."""
+    specs = {}
+    if args.baseline:
+        specs["before"] = (Path(args.baseline).resolve(), args.max_batch_size, [])
+    elif not args.no_solo:
+        specs["one-at-a-time"] = (ROOT, 1, [])
+    specs["batched"] = (ROOT, args.max_batch_size, [])
+    if args.int8:
+        specs["batched int8"] = (ROOT, args.max_batch_size, ["quantize=int8"])
+    if args.baseline and not args.no_solo:
+        specs["one-at-a-time"] = (ROOT, 1, [])
+    return specs
+
+
+def start_server(name: str, root: Path, batch: int, extra: list[str], args) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "serve.py"), "init=scratch", f"model={args.size}", "device=cpu", "port=0",
-         f"max_batch_size={batch}", "queue_size=256", "log_level=warning", f"model_name={name}"],
-        cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        [sys.executable, str(root / "serve.py"), "init=scratch", f"model={args.size}", "device=cpu", "port=0",
+         f"max_batch_size={batch}", "queue_size=256", "log_level=warning", f"model_name={name.replace(' ', '_')}",
+         *extra],
+        cwd=root, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     line = proc.stderr.readline()
     found = re.search(r"at (http://[\d.]+:\d+) ", line)
     if not found:
@@ -117,20 +144,26 @@ def main() -> None:
               for i in range(args.requests)]
     print(f"{args.size} (random weights), {args.requests} requests x ({args.prompt_tokens} prompt + "
           f"{args.new_tokens} new tokens), {args.threads} torch threads, {os.cpu_count()} CPUs", flush=True)
-    servers = {name: start_server(name, batch, args) for name, batch in SERVERS.items()}
+    SERVERS = server_specs(args)
+    print("servers: " + "; ".join(f"{n} (max_batch_size={b}{', ' + ' '.join(e) if e else ''}"
+                                  f"{', from ' + str(r) if r != ROOT else ''})" for n, (r, b, e) in SERVERS.items()),
+          flush=True)
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    servers = {name: start_server(name, *spec, args) for name, spec in SERVERS.items()}
     results = {(name, c): [] for name in SERVERS for c in args.concurrency}
     try:
         for name, (_, url) in servers.items():  # warm-up: first calls allocate caches and kernels
             asyncio.run(measure(url, bodies[:2], 2))
         for repeat in range(args.repeats):
             for c in args.concurrency:
-                order = list(SERVERS) if repeat % 2 == 0 else list(reversed(SERVERS))
+                order = list(SERVERS)[repeat % len(SERVERS):] + list(SERVERS)[:repeat % len(SERVERS)]
                 for name in order:
                     r = asyncio.run(measure(servers[name][1], bodies, c))
                     assert r["tokens"] == args.requests * args.new_tokens, r  # every request ran in full
                     results[name, c].append(r)
                     print(f"  repeat {repeat + 1} c={c:2d} {name:14s} {r['tokens_per_s']:7.1f} tokens/s  "
-                          f"TTFT p50 {r['p50']:.2f} s p95 {r['p95']:.2f} s", flush=True)
+                          f"TTFT p50 {r['p50']:.2f} s p95 {r['p95']:.2f} s  (load {os.getloadavg()[0]:.1f})",
+                          flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -143,13 +176,16 @@ def main() -> None:
             runs = results[name, c]
             print(f"{c:7d} | {name:14s} | {statistics.median(r['tokens_per_s'] for r in runs):12.1f} | "
                   f"{statistics.median(r['p50'] for r in runs):7.2f}s | {statistics.median(r['p95'] for r in runs):7.2f}s")
-    print("\nratios batched / one-at-a-time (median of paired runs)")
-    for c in args.concurrency:
-        pairs = zip(results["batched", c], results["one-at-a-time", c])
-        speed = statistics.median(b["tokens_per_s"] / s["tokens_per_s"] for b, s in pairs)
-        pairs = zip(results["batched", c], results["one-at-a-time", c])
-        p50 = statistics.median(b["p50"] / s["p50"] for b, s in pairs)
-        print(f"{c:2d} streams: throughput x{speed:.2f}, TTFT p50 x{p50:.2f}")
+    reference = next(iter(SERVERS))
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for name in list(SERVERS)[1:]:
+        print(f"\nratios {name} / {reference} (median of paired runs; TTFT below 1 is faster)")
+        for c in args.concurrency:
+            pairs = list(zip(results[name, c], results[reference, c]))
+            speed = statistics.median(b["tokens_per_s"] / s["tokens_per_s"] for b, s in pairs)
+            p50 = statistics.median(b["p50"] / s["p50"] for b, s in pairs)
+            p95 = statistics.median(b["p95"] / s["p95"] for b, s in pairs)
+            print(f"{c:2d} streams: throughput x{speed:.2f}, TTFT p50 x{p50:.2f}, p95 x{p95:.2f}")
 
 
 if __name__ == "__main__":

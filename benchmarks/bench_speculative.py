@@ -20,7 +20,6 @@ over k + 1 tokens costs little more than over one only while decoding is memory-
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from gpt_lightning.data.pretrain import CORPORA  # noqa: E402
 from gpt_lightning.download import fetch_dataset  # noqa: E402
 from gpt_lightning.generate.sampling import generate, to_inference_layout  # noqa: E402
 from gpt_lightning.weights.sources import build_model  # noqa: E402
-from gpt_lightning.quantize import quantize_model  # noqa: E402
+from gpt_lightning.quantize import int8_draft  # noqa: E402
 from gpt_lightning.generate.speculative import SpeculativeStats, speculative_generate  # noqa: E402
 
 
@@ -57,7 +56,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     tok = get_tokenizer()
     target = load(args.target)
-    drafts = {"int8": quantize_model(copy.deepcopy(target))}
+    drafts = {"int8": int8_draft(target)}  # what draft.init=int8 runs
     if args.draft:
         drafts = {"draft": load(args.draft)} | drafts
     lines = [line.strip() for line in fetch_dataset(CORPORA["verdict"]).read_text().splitlines() if len(line.split()) > 8]

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from gpt_lightning.errors import ConfigError, bad_value
+from gpt_lightning.tokenizer import IGNORE_INDEX
+from gpt_lightning.linear_cross_entropy import linear_cross_entropy
 
 
 @dataclass
@@ -247,7 +249,8 @@ class GPT(nn.Module):
     # ---- forward --------------------------------------------------------------------
     def forward(self, idx: torch.Tensor, *, input_pos: int | None = None,
                 position_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, last_only: bool = False,
+                targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for token ids ``idx`` (B, T).
 
         input_pos: with a KV cache, where these tokens start in the sequence (0 for a
@@ -258,6 +261,9 @@ class GPT(nn.Module):
             position visible to this call (S = input_pos + T with a cache, else T).
         last_only: logits (B, 1, V) of the last position only, which is all that generation
             needs; the LM head over every prompt position is a large part of a prefill.
+        targets: (B, T) next-token ids (-100 = ignored): returns instead the summed
+            cross-entropy over the other targets (fp32 scalar), computed a chunk of positions
+            at a time so the (B, T, V) logits never exist (linear_cross_entropy.py).
         """
         B, T = idx.shape
         start = input_pos or 0
@@ -280,6 +286,12 @@ class GPT(nn.Module):
                 x = block(x, input_pos, mask)
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
+        if targets is not None:
+            x = self.ln_f(x)
+            if type(self.lm_head) is nn.Linear and self.lm_head.bias is None:
+                return linear_cross_entropy(x, self.lm_head.weight, targets)
+            return F.cross_entropy(self.lm_head(x).flatten(0, 1).float(), targets.flatten(), reduction="sum",
+                                   ignore_index=IGNORE_INDEX)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     @staticmethod

@@ -101,6 +101,25 @@ def quantize_model(model: GPT) -> GPT:
     return model
 
 
+def int8_draft(model: GPT) -> GPT:
+    """The int8 copy of fp32 ``model`` that self-speculative decoding drafts with (``draft.init=int8``).
+
+    Every Linear is quantized as :func:`quantize_model` does; the embeddings and LayerNorms
+    are shared with ``model`` (no second fp32 copy), so the draft adds about a quarter of the
+    Linear weights' memory. ``model`` itself is left as it is and keeps generating in fp32.
+    """
+    import copy
+
+    if is_quantized(model):
+        raise bad_value("draft.init", "int8", "the target is int8 already (quantize=int8); the int8 draft "
+                        "speeds up an fp32 target: drop quantize=int8, or use draft.init=null")
+    model.clear_kv_cache()
+    # a copy of the modules that shares every tensor; quantizing it then replaces its Linears
+    # with int8 ones and leaves the shared fp32 weights untouched
+    draft = copy.deepcopy(model, {id(t): t for t in list(model.parameters()) + list(model.buffers())})
+    return quantize_model(draft)
+
+
 def is_quantized(model: GPT) -> bool:
     return getattr(model, "quantized", None) == "int8"
 

@@ -10,6 +10,7 @@ from gpt_lightning.errors import ConfigError
 
 EOT_TOKEN = "<|endoftext|>"
 EOT_ID = 50256
+IGNORE_INDEX = -100  # a target id the loss skips (torch cross-entropy's ignore_index)
 BPE_FILES = (
     "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",

@@ -15,6 +15,10 @@ if SHARED.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken_cache"))
     os.environ.setdefault("GPT_LIGHTNING_DATA_DIR", str(SHARED / "data"))
 
+# trainer.precision=null trains in fp32 on every test machine, whatever its CPU (the suite's
+# figures are fp32 ones); test_precision.py injects the CPU's features instead
+os.environ.setdefault("GPT_LIGHTNING_CPU_BF16", "0")
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

@@ -137,6 +137,9 @@ def test_cli_int8_with_a_draft_streams_the_int8_greedy_text(tmp_path, export, to
     (["draft.init=scratch"], "draft.init='scratch' is invalid"),
     (["draft.path=SELF"], "draft.path=.* is invalid: it needs draft.init=checkpoint"),
     (["draft.init=checkpoint", "draft.path=OTHER"], "its vocab_size=50300 differs from the target's 50257"),
+    (["draft.init=int8", "quantize=int8"], "draft.init='int8' is invalid: the target is int8 already"),
+    (["draft.init=int8", "draft.path=SELF"], "draft.path=.* is invalid: draft.init=int8 drafts with the target's own"),
+    (["draft.init=int8", "dtype=bfloat16"], "draft.init='int8' is invalid: the int8 draft verifies with a float32"),
 ])
 def test_cli_bad_quantize_and_draft_values_fail_before_loading(tmp_path, export, overrides, message, monkeypatch):
     other = GPT(GPTConfig(vocab_size=50300, context_length=128, n_embd=16, n_layers=1, n_heads=2))
@@ -146,3 +149,55 @@ def test_cli_bad_quantize_and_draft_values_fail_before_loading(tmp_path, export,
     monkeypatch.setattr(generate_app, "load_model", lambda *a, **k: pytest.fail("loaded weights before checking"))
     with pytest.raises(ConfigError, match=message):
         generate_app.run(cfg)
+
+
+# ---- self-speculative decoding: the int8 copy drafts, the fp32 model verifies ------------------
+def test_int8_draft_gives_the_fp32_greedy_tokens_and_leaves_the_target_fp32():
+    from helpers import wide_gpt
+    from gpt_lightning.generate.speculative import SpeculativeStats, speculative_generate
+    from gpt_lightning.quantize import int8_draft, is_quantized
+
+    target = wide_gpt(97, 64)
+    before = {n: p.clone() for n, p in target.named_parameters()}
+    draft = int8_draft(target)
+    assert is_quantized(draft) and not is_quantized(target)
+    assert draft.wte.weight is target.wte.weight  # shared, not copied
+    assert all(type(b.mlp.fc) is torch.nn.Linear for b in target.blocks)
+    prompts = [[5, 17, 42, 8, 3], [1], [60, 61, 62, 63, 64, 65, 66, 67], [7, 7, 60]]
+    expected = [generate(target, [p], max_new_tokens=24, temperature=0.0)[0] for p in prompts]
+    for k in (2, 4):
+        stats = SpeculativeStats()
+        assert speculative_generate(target, draft, prompts, k=k, max_new_tokens=24, temperature=0.0,
+                                    stats=stats) == expected
+        assert 0 < stats.accepted < stats.proposed  # int8 agrees often, not always: both paths ran
+    for n, p in target.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_cli_draft_int8_prints_the_fp32_greedy_text(export, tokenizer, capsys):
+    cfg = plain(compose_config("generate", ["init=checkpoint", f"init.path={export[0]}", "device=cpu",
+                                            "draft.init=int8", "draft.k=3", "prompt=Hello there", "temperature=0",
+                                            "max_new_tokens=10"]))
+    generate_app.run(cfg)
+    out = generate(export[1], [tokenizer.encode("Hello there")], max_new_tokens=10, temperature=0.0,
+                   eos_id=tokenizer.eot_id)[0]
+    assert capsys.readouterr().out == "Hello there" + tokenizer.decode([t for t in out if t != tokenizer.eot_id]) + "\n"
+
+
+def test_evaluate_and_serve_accept_quantize_int8(export, tmp_path):
+    from gpt_lightning.evaluate import job as evaluate_app
+    from gpt_lightning.serve.job import check_config
+
+    text = tmp_path / "t.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 12)
+    ppl = {}
+    for q in ("null", "int8"):
+        cfg = plain(compose_config("evaluate", ["init=checkpoint", f"init.path={export[0]}", "task=perplexity",
+                                                f"text.path={text}", "progress=false", "device=cpu", f"quantize={q}"]))
+        summary = evaluate_app.run(cfg, tmp_path / q)
+        ppl[q] = {r["metric"]: r["value"] for r in summary}["perplexity"]
+    assert ppl["int8"] != ppl["null"] and ppl["int8"] == pytest.approx(ppl["null"], rel=0.02)
+    base = ["init=checkpoint", f"init.path={export[0]}"]
+    assert check_config(plain(compose_config("serve", [*base, "quantize=int8"]))).quantize == "int8"
+    with pytest.raises(ConfigError, match=r"^quantize='int4' is invalid"):
+        check_config(plain(compose_config("serve", [*base, "quantize=int4"])))

@@ -136,3 +136,52 @@ def test_queue_is_bounded_and_a_cancelled_sequence_leaves(model):
         scheduler.stop()
     assert len(first.new) < 50 and first.finish_reason == second.finish_reason == "cancelled"
     assert second.new == []
+
+def test_prompts_joining_together_are_prefilled_in_one_forward_as_one_at_a_time(model):
+    """prefill_many (left-padded, one forward) gives each prompt the logits of its solo
+    prefill, and the rows then decode as rows prefilled one at a time do."""
+    rng = random.Random(3)
+    prompts = [[rng.randrange(VOCAB) for _ in range(n)] for n in (7, 1, 19, 12)]
+    together, alone = DecodeBatch(model, max_rows=6), DecodeBatch(model, max_rows=6)
+    calls = []
+    hook = model.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    with torch.inference_mode():
+        first = [rng.randrange(VOCAB) for _ in range(5)]
+        together.prefill(first)  # a row already decoding when the others join
+        alone.prefill(first)
+        del calls[:]
+        got = together.prefill_many(prompts)
+        assert calls == [len(prompts)]  # one forward for all four
+        hook.remove()
+        want = torch.stack([alone.prefill(p) for p in prompts])
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        tokens = torch.tensor([1] + [int(t) for t in want.argmax(-1)])
+        for _ in range(6):
+            a, b = together.step(tokens), alone.step(tokens)
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+            tokens = b.argmax(-1)
+
+
+def test_scheduler_with_sequences_arriving_together_equals_solo_generation(model):
+    rng = random.Random(4)
+    jobs = [([rng.randrange(1, VOCAB) for _ in range(rng.randint(1, 30))], 12, Sampling(0.9 if i % 2 else 0.0, 20),
+             200 + i, []) for i in range(8)]
+    scheduler = Scheduler(model, max_batch_size=8, queue_size=16)
+    tokens = {i: [] for i in range(len(jobs))}
+    finished = threading.Semaphore(0)
+
+    def sequence(i, prompt, max_tokens, sampling, seed, stop_ids):
+        def on_event(kind, value):
+            tokens[i].append(value) if kind == "token" else finished.release()
+        generator = make_generators(seed, 1)[0] if sampling.temperature > 0 else None
+        return Sequence(prompt, max_tokens, sampling, StopCriteria(0, stop_ids), generator, on_event)
+
+    scheduler.submit([sequence(i, *job) for i, job in enumerate(jobs)])  # queued before the loop starts: one turn
+    scheduler.start()
+    try:
+        for _ in jobs:
+            assert finished.acquire(timeout=60)
+    finally:
+        scheduler.stop()
+    for i, job in enumerate(jobs):
+        assert tokens[i] == solo(model, *job), f"sequence {i}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gpt_lightning.config.schemas import InitConfig
 from gpt_lightning.config.tasks import (HellaSwagConfig, JudgeConfig, LambadaConfig, TextTaskConfig, check_sections,
@@ -23,6 +24,7 @@ class EvaluateConfig:
     batch_size: int = 16
     device: str = "auto"
     dtype: str = "auto"
+    quantize: Literal["int8"] | None = None  # int8 weights per output channel (CPUs, float32)
     seed: int = 123
     progress: bool = True
     output_dir: str | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import inspect
 import types
 import typing
@@ -310,7 +311,7 @@ class TrainerConfig:
         _positive("trainer.num_nodes", self.num_nodes)
         if self.precision is not None and self.precision not in PRECISIONS:
             raise bad_value("trainer.precision", self.precision,
-                            "null (bf16-mixed on GPUs that have it, else 32-true) or one of "
+                            "null (bf16-mixed on GPUs and CPUs with native bf16, else 32-true) or one of "
                             "32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true")
         if self.max_epochs < -1 or self.max_epochs == 0:
             raise bad_value("trainer.max_epochs", self.max_epochs, "an integer >= 1 (or -1: no limit)")
@@ -376,7 +377,7 @@ class TrainerConfig:
     def kwargs(self) -> dict:
         """Keyword arguments for ``lightning.Trainer`` (precision null resolved for this machine)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "tokens_per_step")}
-        out["precision"] = resolve_precision(self.precision)
+        out["precision"] = resolve_precision(self.precision, self.accelerator)
         return {**out, **self.extra}
 
     def multi_process(self) -> bool:
@@ -390,13 +391,17 @@ class TrainerConfig:
         return self.devices > 1
 
 
-def resolve_precision(precision):
-    """``trainer.precision: null`` picks bf16-mixed on GPUs that support it, else 32-true."""
+def resolve_precision(precision, accelerator: str = "auto"):
+    """``trainer.precision: null`` picks bf16-mixed on GPUs and CPUs with native bf16, else
+    32-true (gpt_lightning/precision.py), and logs the choice."""
     if precision is not None:
         return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
+    from gpt_lightning.precision import choose_precision
+
+    chosen, why = choose_precision(str(accelerator))
+    logging.getLogger("gpt_lightning").info(f"trainer.precision=null -> {chosen} ({why}); set "
+                                            "trainer.precision=32-true or bf16-mixed to choose")
+    return chosen
 
 
 @dataclass

@@ -29,6 +29,7 @@ class ServeConfig:
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     device: str = "auto"
     dtype: str = "auto"
+    quantize: Literal["int8"] | None = None  # int8 weights per output channel (CPUs, float32)
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -1,3 +1,3 @@
 """Lightning data modules: sliding-window pretraining text and instruction records."""
 
-IGNORE_INDEX = -100  # a target the loss skips (torch cross-entropy's ignore_index)
+from gpt_lightning.tokenizer import IGNORE_INDEX  # noqa: F401  (where the data modules take it from)

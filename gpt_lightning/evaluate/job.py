@@ -15,6 +15,7 @@ from typing import Iterable
 from gpt_lightning.config.evaluate import EvaluateConfig
 from gpt_lightning.config.schemas import parse
 from gpt_lightning.generate.loading import pick_device, pick_dtype
+from gpt_lightning.quantize import check_quantize, is_quantized, load_quantized, quantize_model
 from gpt_lightning.weights.sources import build_model, planned_config
 from gpt_lightning.evaluate.build import make_tasks
 from gpt_lightning.evaluate.hellaswag import REFERENCE
@@ -39,13 +40,18 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     names = cfg.chosen_tasks()
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    check_quantize(cfg.quantize, device, dtype)
     needs_model = any(n != "judge" for n in names)  # the judge scores text; it needs no weights of ours
     context = planned_config(cfg.init, cfg.model, explicit).context_length if needs_model else None
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights
     model = None
     if needs_model:
-        model = build_model(cfg.init, cfg.model, explicit, seed=cfg.seed)  # seeds init=scratch's weights
-        model = model.to(device=device, dtype=dtype).eval()
+        if cfg.quantize == "int8":  # straight from the file to int8: the fp32 model never exists
+            model = build_model(cfg.init, cfg.model, explicit, seed=cfg.seed, load_safetensors=load_quantized)
+            model = model if is_quantized(model) else quantize_model(model.eval())
+        else:
+            model = build_model(cfg.init, cfg.model, explicit, seed=cfg.seed)  # seeds init=scratch's weights
+            model = model.to(device=device, dtype=dtype).eval()
     summary = evaluate(model, tasks, batch_size=cfg.batch_size, progress=cfg.progress, output_dir=output_dir)
     print(format_table(summary, reference_notes(cfg, summary)), flush=True)
     for task in tasks:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import torch
 
 from gpt_lightning.config.schemas import parse
 from gpt_lightning.errors import bad_value
@@ -21,7 +22,7 @@ from gpt_lightning.config.generate import GenerateConfig
 from gpt_lightning.config.schemas import INITS, InitConfig
 from gpt_lightning.weights.sources import planned_config
 from gpt_lightning.model import GPT
-from gpt_lightning.quantize import check_quantize
+from gpt_lightning.quantize import check_quantize, int8_draft
 from gpt_lightning.generate.speculative import speculative_generate
 from gpt_lightning.data.template import format_prompt
 from gpt_lightning.tokenizer import Tokenizer, get_tokenizer
@@ -51,20 +52,28 @@ def sampling_settings(cfg: GenerateConfig) -> dict:
 
 
 # ---- speculative decoding ---------------------------------------------------------------------
-def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = ()) -> InitConfig | None:
-    """The draft's init settings, checked against the target before any weights load; None = off."""
+SELF_DRAFT = "int8"  # draft.init value: the target's own int8 copy proposes (self-speculative decoding)
+
+
+def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = (), device: torch.device | None = None,
+               dtype: torch.dtype | None = None) -> InitConfig | None:
+    """The draft's init settings, checked against the target before any weights load; None = off
+    (and for draft.init=int8, whose draft is made from the target once it is loaded)."""
     d = cfg.draft
     if d.init is None:
         if d.path:
             raise bad_value("draft.path", d.path, "it needs draft.init=checkpoint (or a released name)")
         return None
-    allowed = [name for name in INITS if name != "scratch"]
+    allowed = [SELF_DRAFT] + [name for name in INITS if name != "scratch"]
     if d.init not in allowed:
-        raise bad_value("draft.init", d.init, f"null (off) or one of {allowed} (a trained model "
-                        "with the target's tokenizer; random weights propose nothing useful)")
+        raise bad_value("draft.init", d.init, f"null (off) or one of {allowed} (int8: the target's own int8 "
+                        "copy; else a trained model with the target's tokenizer)")
     if cfg.num_beams > 1:
         raise bad_value("num_beams", cfg.num_beams, "speculative decoding (draft.init) samples or decodes "
                         "greedily; set num_beams=1 or draft.init=null")
+    if d.init == SELF_DRAFT:
+        check_self_draft(cfg.quantize, d.path, device, dtype)
+        return None
     init = InitConfig(d.init, d.path)
     target = planned_config(cfg.init, cfg.model, explicit)
     draft = planned_config(init, {})
@@ -72,6 +81,21 @@ def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = ()) -> InitConfig 
         raise bad_value("draft.init", d.init, f"its vocab_size={draft.vocab_size} differs from the "
                         f"target's {target.vocab_size}; the draft must share the target's tokenizer")
     return init
+
+
+def check_self_draft(quantize, path, device: torch.device | None, dtype: torch.dtype | None) -> None:
+    """One-line ConfigError unless the int8 copy of the target can draft for it."""
+    if path:
+        raise bad_value("draft.path", path, "draft.init=int8 drafts with the target's own weights; set draft.path=null")
+    if quantize is not None:
+        raise bad_value("draft.init", SELF_DRAFT, "the target is int8 already (quantize=int8); the int8 draft "
+                        "speeds up a float32 target: drop quantize=int8, or set draft.init=null")
+    if device is not None and device.type != "cpu":
+        raise bad_value("draft.init", SELF_DRAFT, f"the int8 draft runs on CPUs (device={device}); "
+                        "use device=cpu, or a smaller released model as the draft on GPUs")
+    if dtype is not None and dtype != torch.float32:
+        raise bad_value("draft.init", SELF_DRAFT, f"the int8 draft verifies with a float32 target "
+                        f"(dtype={str(dtype)[6:]}); use dtype=float32 or dtype=auto")
 
 
 def pick_generate(draft: GPT | None, k: int):
@@ -233,10 +257,13 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
     check_quantize(cfg.quantize, device, dtype)
-    draft = draft_init(cfg, explicit)  # checked against the target before any weights load
+    draft = draft_init(cfg, explicit, device, dtype)  # checked against the target before any weights load
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)
-    draft_model = None if draft is None else load_model(cfg, device, dtype, tok, (), draft, {})
+    if cfg.draft.init == SELF_DRAFT:
+        draft_model = int8_draft(model)  # shares the embeddings; the target stays float32
+    else:
+        draft_model = None if draft is None else load_model(cfg, device, dtype, tok, (), draft, {})
     generate_fn = pick_generate(draft_model, cfg.draft.k)
     if cfg.chat:
         chat(model, tok, cfg, settings, stops, generate_fn)

@@ -115,7 +115,8 @@ def _one_row(target: GPT, draft: GPT, row: int, prompt: list[int], budget: int, 
     def forward(model: GPT, name: str, seq: list[int], last: int) -> torch.Tensor:
         """Feed what ``model`` has not cached of ``seq``; logits (last, V) of its last positions."""
         start = cached[name]
-        logits = model(torch.tensor([seq[start:]], device=device), input_pos=start)[0, -last:]
+        logits = model(torch.tensor([seq[start:]], device=device), input_pos=start,
+                       last_only=last == 1)[0, -last:]  # a draft catching up needs its last logits only
         cached[name] = len(seq)
         return logits
 

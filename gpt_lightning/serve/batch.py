@@ -4,12 +4,14 @@ Shapes in comments use: B rows in the batch, S cache slots, V vocabulary size.
 
 Every step writes each row's next key/value at the same cache slot ``pos``, as
 ``generation._decode_batch`` does; what is new is that rows join at any step. A joining
-prompt is prefilled alone, exactly as ``generate`` runs one prompt, and its keys/values are
-copied into slots [0, P) of a free row. From then on the row's keys sit in those slots plus
+prompt is prefilled as ``generate`` runs its prompts, and its keys/values are copied into
+the first slots of a free row. From then on the row's keys sit in those slots plus
 the slots written since it joined. An attention mask marks exactly those slots and per-row
 position ids count the row's own tokens, so a row attends to what it would see alone:
 GPT-2's positions are learned embeddings added to the input, so where a key sits in the
-cache does not matter, only whether it is visible. (Rounding may differ from the solo run by
+cache does not matter, only whether it is visible. Prompts that join in the same turn are
+prefilled together (:meth:`DecodeBatch.prefill_many`: left-padded, one forward); their
+padding slots stay masked like any other hole. (Rounding may differ from the solo run by
 ~1e-6, as between padded and unpadded batches in ``generation``.) A row alone whose slots are
 exactly [0, pos) takes the model's mask-free path, the very computation of ``generate``.
 
@@ -53,24 +55,44 @@ class DecodeBatch:
     def prefill(self, prompt: list[int]) -> torch.Tensor:
         """Run ``prompt`` alone (as ``generate`` does for one prompt), add it as the last
         row and return the logits (V,) of its next token. Call under ``torch.inference_mode``."""
-        if self.size >= self.max_rows:
-            raise RuntimeError(f"the batch already holds max_rows={self.max_rows} rows")
-        n = len(prompt)
-        self.model.setup_kv_cache(1, n)  # a cache of its own: the batch's stays in self.caches
-        logits = self.model(torch.tensor([prompt], device=self.device), input_pos=0, last_only=True)[0, -1]
+        return self.prefill_many([prompt])[0]
+
+    def prefill_many(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Prefill ``prompts`` together in one forward, add them as the last rows (in order)
+        and return the logits (n, V) of their next tokens. Call under ``torch.inference_mode``.
+
+        The prompts are left-padded to the longest, as ``generate`` pads a batch: row i's
+        keys land in slots [L - P_i, L) of L, its position ids count from 0 at its first real
+        token and the mask hides the padding, so each row computes what it would alone
+        (up to rounding, ~1e-6). One prompt, or prompts of one length, need no padding.
+        """
+        n = len(prompts)
+        if self.size + n > self.max_rows:
+            raise RuntimeError(f"{self.size} + {n} rows would exceed max_rows={self.max_rows}")
+        lengths = torch.tensor([len(p) for p in prompts], device=self.device)  # (n,)
+        L = int(lengths.max())
+        idx = torch.zeros(n, L, dtype=torch.long, device=self.device)  # (n, L), left-padded
+        for i, p in enumerate(prompts):
+            idx[i, L - len(p):] = torch.tensor(p, device=self.device)
+        real = torch.arange(L, device=self.device) >= (L - lengths).unsqueeze(1)  # (n, L)
+        padded = bool((lengths < L).any())
+        positions = (real.cumsum(1) - 1).clamp(min=0) if padded else None  # (n, L)
+        self.model.setup_kv_cache(n, L)  # a cache of its own: the batch's stays in self.caches
+        logits = self.model(idx, input_pos=0, position_ids=positions, attention_mask=real if padded else None,
+                            last_only=True)[:, -1]  # (n, V)
         fresh = [block.attn.cache for block in self.model.blocks]
         if self.size and self.pos >= self.context_length:
             self._compact()
-        pos = max(self.pos if self.size else 0, n)
-        self._reserve(self.size + 1, pos + 1)
-        row = self.size
+        pos = max(self.pos if self.size else 0, L)
+        self._reserve(self.size + n, pos + 1)
+        rows = slice(self.size, self.size + n)
         for cache, new in zip(self.caches, fresh):
-            cache.k[row, :, :n] = new.k[0]
-            cache.v[row, :, :n] = new.v[0]
-        self.mask[row] = False
-        self.mask[row, :n] = True
-        self.lengths[row] = n
-        self.size, self.pos = row + 1, pos
+            cache.k[rows, :, :L] = new.k
+            cache.v[rows, :, :L] = new.v
+        self.mask[rows] = False
+        self.mask[rows, :L] = real
+        self.lengths[rows] = lengths
+        self.size, self.pos = self.size + n, pos
         self._install()
         return logits
 

@@ -41,6 +41,7 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
     cfg = check_config(values)
     require_server_libs()
     from gpt_lightning.generate.loading import load_model, pick_device, pick_dtype
+    from gpt_lightning.quantize import check_quantize
     from gpt_lightning.tokenizer import get_tokenizer
     from gpt_lightning.serve.routes import ServeSettings, create_app
     from gpt_lightning.serve.scheduler import Scheduler
@@ -48,6 +49,7 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
 
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    check_quantize(cfg.quantize, device, dtype)
     sock = bind(cfg.host, cfg.port)  # a taken port fails now, before the weights load
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)

@@ -1,7 +1,8 @@
 """Continuous batching: one thread owns the model and decodes every running sequence together.
 
-Each turn of the loop admits waiting sequences while the batch has room (each prompt is
-prefilled alone and its first token chosen), then runs one decode step for all rows. A
+Each turn of the loop admits waiting sequences while the batch has room (the prompts admitted
+together are prefilled in one padded forward and their first tokens chosen), then runs one
+decode step for all rows. A
 sequence that ends (end-of-text, a stop string, its token budget) or is cancelled (its
 client went away) leaves the batch before the next step. A sequence's tokens are chosen by
 :func:`gpt_lightning.generate.sampling.next_tokens` with its own settings, its own
@@ -136,8 +137,9 @@ class Scheduler:
                     for seq in admitted:
                         if seq.cancelled:
                             self._finish(seq, "cancelled")
-                        else:
-                            self._prefill(seq)
+                    joining = [seq for seq in admitted if not seq.cancelled]
+                    if joining:
+                        self._prefill(joining)
                     self._leave_finished()
                     if self.rows:
                         self._step()
@@ -153,14 +155,17 @@ class Scheduler:
                         seq.finish_reason = "error"
                         seq.on_event("error", f"{type(err).__name__}: {err}")
 
-    def _prefill(self, seq: Sequence) -> None:
-        logits = self.batch.prefill(seq.prompt)  # (V,)
+    def _prefill(self, seqs: list[Sequence]) -> None:
+        """Prefill ``seqs`` together (one padded forward) and choose their first tokens."""
+        logits = self.batch.prefill_many([seq.prompt for seq in seqs])  # (n, V)
         with self._cond:
-            self.rows.append(seq)
-        if seq.sampling.repetition_penalty != 1.0:
-            seq.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-            seq.seen[seq.prompt] = True
-        self._advance(seq, self._choose([seq], logits.unsqueeze(0))[0])
+            self.rows.extend(seqs)
+        for seq in seqs:
+            if seq.sampling.repetition_penalty != 1.0:
+                seq.seen = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+                seq.seen[seq.prompt] = True
+        for seq, token in zip(seqs, self._choose(seqs, logits)):
+            self._advance(seq, token)
 
     def _step(self) -> None:
         tokens = torch.tensor([seq.new[-1] for seq in self.rows])

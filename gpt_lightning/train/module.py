@@ -22,7 +22,6 @@ import time
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from gpt_lightning.config.schemas import OptimConfig, PerfConfig, parse
 from gpt_lightning.data import IGNORE_INDEX
@@ -66,10 +65,8 @@ class GPTLitModule(L.LightningModule):
     # ---- steps --------------------------------------------------------------------
     def loss_sum(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(summed loss over non-ignored targets, number of such targets); 0 and 0 if none."""
-        logits = self._forward(batch["input_ids"])  # (B, T, V)
         targets = batch["targets"]
-        total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX,
-                                reduction="sum")
+        total = self._forward(batch["input_ids"], targets=targets)  # no (B, T, V) logits (linear_cross_entropy.py)
         return total, (targets != IGNORE_INDEX).sum()
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
