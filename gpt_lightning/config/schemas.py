@@ -489,11 +489,29 @@ class ResponsesConfig:
 
 
 @dataclass
+class DPOConfig:
+    beta: float = 0.1  # strength of the pull towards the reference (the DPO paper's beta)
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0:
+            raise bad_value("finetune.dpo.beta", self.beta, "a positive number such as 0.1")
+
+
+FINETUNE_TASKS = ("instruct", "classification", "dpo")
+
+
+@dataclass
 class FinetuneConfig:
-    """``finetune``: what fine-tuning adds to a training run (LoRA, the test-split answers)."""
+    """``finetune``: what fine-tuning adds to a training run (the task, freezing, LoRA, DPO, the test-split answers)."""
 
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    task: Literal["instruct", "classification", "dpo"] = "instruct"  # set by the task group (task=...)
+    trainable_blocks: int | None = None  # train only the last N blocks, ln_f and the head; None = all
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+    def __post_init__(self) -> None:
+        _positive("finetune.trainable_blocks", self.trainable_blocks, allow_none=True, minimum=0)
 
 
 @dataclass
@@ -628,5 +646,24 @@ def train_spec(values: Mapping) -> TrainSpec:
 
     eval_callbacks(spec.callbacks.eval, spec.strategy.name)  # its keys are checked now, not after the model
     if spec.finetune is not None:
+        _check_task(spec)
         spec.judge = judge_settings(values.get("judge"), spec.finetune.responses.enabled)
     return spec
+
+
+TASK_DATA = {"instruct": "InstructDataModule", "classification": "ClassificationDataModule",
+             "dpo": "PreferenceDataModule"}  # finetune.task -> the data module it reads
+
+
+def _check_task(spec: TrainSpec) -> None:
+    """The data, the samples and the responses fit ``finetune.task`` (task=... sets them all)."""
+    task = spec.finetune.task
+    if type(spec.data).__name__ != TASK_DATA[task]:
+        raise bad_value("finetune.task", task, f"data of its kind ({TASK_DATA[task]}, not {type(spec.data).__name__}); "
+                        f"pick the task with task={task}, which selects its data group")
+    if task == "classification" and spec.callbacks.samples.enabled:
+        raise bad_value("callbacks.samples.enabled", True, "false for task=classification (a classifier does not "
+                        "generate text)")
+    if task != "instruct" and spec.finetune.responses.enabled:
+        raise bad_value("finetune.responses.enabled", True, f"false for task={task} (test-split answers are "
+                        "written for instruction tuning)")

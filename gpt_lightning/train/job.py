@@ -37,12 +37,12 @@ from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig,
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
 from gpt_lightning.train.callbacks.evaluation import eval_callbacks, eval_results
-from gpt_lightning.weights.export import export_model
 from gpt_lightning.weights.sources import build_model
 from gpt_lightning.train.module import GPTLitModule, perplexity
 from gpt_lightning.train.trackers import (TrackerRuns, build_logger as build_trackers, describe as describe_trackers)
 from gpt_lightning.train.trackers import finish as finish_trackers, log_hparams
-from gpt_lightning.lora import apply_lora
+from gpt_lightning.freeze import TrainableParams
+from gpt_lightning.train.tasks import Task, task_for
 from gpt_lightning.model import GPT
 from gpt_lightning.weights.model_card import RunRecord
 from gpt_lightning.runs.report import format_report
@@ -75,10 +75,9 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
     with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
         model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
                             tokenizer_vocab=TOKENIZER_VOCAB)
-        lora = spec.finetune.lora if spec.finetune else None
-        if lora is not None and lora.rank:
-            apply_lora(model, lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
-        return _fit(spec, model, ctx)
+        task = task_for(spec)
+        model = task.adapt(spec, model)  # classification head, LoRA, finetune.trainable_blocks
+        return _fit(spec, model, ctx, task)
 
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
@@ -87,13 +86,15 @@ def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
         return _fit(spec, model, ctx)
 
 
-def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
+def _fit(spec: TrainSpec, model: GPT, ctx: RunContext, task: Task | None = None) -> dict:
+    task = task or Task()
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fit_lengths(spec.data, model)
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    module = GPTLitModule(model, spec.optim, seed=spec.seed, perf=spec.perf)
-    trainer = build_trainer(spec, out, ctx.relaunch, extra_callbacks=[
+    module = task.module(spec, model)
+    trainer = build_trainer(spec, out, ctx.relaunch, monitor=task.monitor, extra_callbacks=[
+        TrainableParams(),  # prints and logs how many parameters train
         TrackerRuns(),  # W&B / MLflow run ids in checkpoints: a resume continues those runs
         RunRecord(_config_dict(spec, ctx), ctx.command),  # for the model card
     ])
@@ -103,14 +104,15 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
         if trainer.is_global_zero:
             (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(_config_dict(spec, ctx))))
         trainer.fit(module, datamodule=spec.data, ckpt_path=ckpt_path)
-        result = _result(trainer, module, time.time() - start, ctx.overrides)
+        result = _result(trainer, module, time.time() - start, ctx.overrides, task.monitor)
+        result.update(task.after_fit(trainer, module, out))  # classification: metrics of every split
         result.update(eval_results(trainer))  # eval/<task>/<metric>, best_eval/<task>/<metric>
         extra = {}
         for callback in trainer.callbacks:
             extra.update(getattr(callback, "summary", None) or {})
         result.update(extra)
         if spec.run.export:
-            folder = export_model(trainer, module, out / "export", extra_results=extra)
+            folder = task.export(trainer, module, out / "export", extra, result)
             if folder:
                 result["export"] = str(folder)
         if trainer.is_global_zero:
@@ -152,10 +154,11 @@ def build_strategy(spec: TrainSpec, relaunch: Relaunch | None):
     return "auto"
 
 
-def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Callback]:
+def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec,
+                    monitor: tuple[str, str] = ("val/loss", "min")) -> list[L.Callback]:
     ckpt_dir = out / "checkpoints"
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=monitor[0], mode=monitor[1],
                         save_top_k=1, auto_insert_metric_name=False),
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
@@ -202,12 +205,12 @@ def build_logger(spec: TrainSpec, out: Path):
 
 
 def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,
-                  extra_callbacks: list[L.Callback] = ()) -> L.Trainer:
+                  extra_callbacks: list[L.Callback] = (), monitor: tuple[str, str] = ("val/loss", "min")) -> L.Trainer:
     t: TrainerConfig = spec.trainer
     return L.Trainer(
         **t.kwargs(),
         strategy=build_strategy(spec, relaunch),
-        callbacks=build_callbacks(spec.callbacks, out, spec) + list(extra_callbacks),
+        callbacks=build_callbacks(spec.callbacks, out, spec, monitor) + list(extra_callbacks),
         logger=build_logger(spec, out),
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out),
@@ -227,9 +230,12 @@ def _config_dict(spec: TrainSpec, ctx: RunContext) -> dict:
     return {k: dataclasses.asdict(v) for k, v in parts.items()}
 
 
-def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str]) -> dict:
-    best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/loss"), None)
-    best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str],
+            monitor: tuple[str, str] = ("val/loss", "min")) -> dict:
+    best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor[0]), None)
+    best_score = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+    best_loss = best_score if monitor[0] == "val/loss" else None
+    extra = {} if monitor[0] == "val/loss" else {"best_" + monitor[0].replace("/", "_"): best_score}
     final = trainer.callback_metrics.get("val/loss")
     final = float(final) if final is not None else None
     record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
@@ -248,4 +254,5 @@ def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides:
         "tokens_this_run": session.get("tokens"),  # this session: a resumed run counts from its checkpoint
         "train_time_s": session.get("train_time_s"),  # fit loop only, without setup and export
         "tokens_per_s": session.get("tokens_per_s"),
+        **extra,
     }

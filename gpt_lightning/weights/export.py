@@ -36,12 +36,13 @@ FACTS_FILE = "card.json"
 
 # ---- the folder ---------------------------------------------------------------------------------
 def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | None = None,
-                 sampling: Mapping | None = None) -> Path:
-    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``."""
+                 sampling: Mapping | None = None, chat_template: str | None = None) -> Path:
+    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``; an
+    instruction-tuned model's prompt template goes in as ``chat_template`` (data/chat_template.py)."""
     folder = Path(folder)
     save_pretrained(model, folder)
     if model.config.vocab_size > EOT_ID:  # the GPT-2 tokenizer fits
-        write_tokenizer_files(folder, model.config.context_length)
+        write_tokenizer_files(folder, model.config.context_length, chat_template)
         _write_json(folder / "generation_config.json", generation_config(sampling))
     has_plot = bool(history and history.get("train"))
     if has_plot:
@@ -54,7 +55,7 @@ def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | No
     return folder
 
 
-def write_tokenizer_files(folder: Path, context_length: int) -> None:
+def write_tokenizer_files(folder: Path, context_length: int, chat_template: str | None = None) -> None:
     """GPT-2's tokenizer as transformers saves it, built offline from tiktoken's cached files."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 
@@ -70,11 +71,14 @@ def write_tokenizer_files(folder: Path, context_length: int) -> None:
     atomic_write(folder / "tokenizer.json", lambda tmp: tok.save(tmp))
     special = {"content": EOT_TOKEN, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
                "special": True}
-    _write_json(folder / "tokenizer_config.json", {
+    config = {
         "add_bos_token": False, "add_prefix_space": False, "added_tokens_decoder": {str(EOT_ID): special},
         "bos_token": EOT_TOKEN, "clean_up_tokenization_spaces": False, "eos_token": EOT_TOKEN, "errors": "replace",
         "model_max_length": context_length, "pad_token": None, "tokenizer_class": "GPT2Tokenizer",
-        "unk_token": EOT_TOKEN})
+        "unk_token": EOT_TOKEN}
+    if chat_template is not None:
+        config["chat_template"] = chat_template
+    _write_json(folder / "tokenizer_config.json", config)
     _write_json(folder / "special_tokens_map.json", {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN,
                                                      "unk_token": EOT_TOKEN})
 
@@ -99,7 +103,8 @@ def _write_json(path: Path, data) -> None:
 
 
 # ---- from a finished run ---------------------------------------------------------------------------
-def export_model(trainer, module, folder: Path, extra_results: Mapping | None = None) -> Path | None:
+def export_model(trainer, module, folder: Path, extra_results: Mapping | None = None,
+                 chat_template: str | None = None) -> Path | None:
     """Gather the full weights (works under DDP and FSDP), merge LoRA, write the whole folder.
 
     Every rank must call it (the gather is collective under FSDP); rank 0 writes.
@@ -122,7 +127,7 @@ def export_model(trainer, module, folder: Path, extra_results: Mapping | None = 
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
                        history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
                        epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
-    return write_export(model, folder, facts, history, sampling=_sampling(record_state))
+    return write_export(model, folder, facts, history, sampling=_sampling(record_state), chat_template=chat_template)
 
 
 def _sampling(record: Mapping | None) -> dict:
@@ -160,7 +165,18 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
-    return write_export(model, out, facts, history, sampling=_sampling(record))
+    return write_export(model, out, facts, history, sampling=_sampling(record), chat_template=_chat_template(record))
+
+
+def _chat_template(record: Mapping | None) -> str | None:
+    """The chat template of an instruction-tuned run, from its recorded data config."""
+    data = (((record or {}).get("config") or {}).get("data") or {})
+    if not str(data.get("_target_", "")).endswith(("InstructDataModule", "PreferenceDataModule")):
+        return None
+    from gpt_lightning.data.chat_template import chat_template
+    from gpt_lightning.data.template import template_from_config
+
+    return chat_template(template_from_config(data.get("template")))
 
 
 def _read_checkpoint(path: Path) -> dict:

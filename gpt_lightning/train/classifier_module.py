@@ -1,0 +1,66 @@
+"""The LightningModule of ``finetune.py task=classification``.
+
+It is :class:`~gpt_lightning.train.module.GPTLitModule` (optimizer, schedule, step
+accounting, throughput, checkpoint extras) with a loss per text instead of per token: the
+cross-entropy of the class logits at each text's last real token, summed over the texts of
+the step and divided by their count (so ``train/loss`` is the mean over texts, as the book
+computes it). Validation also fills a confusion matrix (summed over ranks, one all-reduce
+of a K x K tensor), from which it logs ``val/accuracy`` and ``val/macro_f1`` beside ``val/loss``.
+The metrics are computed here rather than with torchmetrics because the confusion matrix
+is one ``bincount`` and the module already reduces its sums across ranks itself.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from gpt_lightning.data import IGNORE_INDEX
+from gpt_lightning.train.module import GPTLitModule
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """(K, K) counts: row = true label, column = predicted label; ignored labels (-100) left out."""
+    keep = labels != IGNORE_INDEX
+    pred = logits.argmax(-1)[keep]
+    flat = labels[keep] * num_labels + pred
+    return torch.bincount(flat, minlength=num_labels * num_labels).view(num_labels, num_labels)
+
+
+def scores(matrix: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro-F1 of a confusion matrix (a class's F1 is 0 where it is undefined,
+    as scikit-learn's ``zero_division=0``)."""
+    m = matrix.double()
+    tp = m.diag()
+    predicted, actual = m.sum(0), m.sum(1)
+    denominator = predicted + actual
+    f1 = torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1e-12), torch.zeros_like(tp))
+    total = m.sum()
+    return {"accuracy": float(tp.sum() / total) if total > 0 else 0.0, "macro_f1": float(f1.mean())}
+
+
+class ClassifierLitModule(GPTLitModule):
+    """``model`` is a :class:`~gpt_lightning.classifier.GPTClassifier`."""
+
+    def loss_sum(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self._forward(batch["input_ids"], attention_mask=batch["attention_mask"])  # (B, K)
+        labels = batch["labels"]
+        total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+        self._last_logits = logits.detach()
+        return total, (labels != IGNORE_INDEX).sum()
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        k = self.model.num_labels
+        self._confusion = torch.zeros((k, k), dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        self._confusion += confusion_matrix(self._last_logits, batch["labels"], self.model.num_labels)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        matrix = self.trainer.strategy.reduce(self._confusion.double(), reduce_op="sum")
+        self.val_confusion = matrix.long().cpu()
+        for name, value in scores(self.val_confusion).items():
+            self.log(f"val/{name}", value, prog_bar=name == "accuracy", sync_dist=False)
