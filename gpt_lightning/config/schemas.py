@@ -497,8 +497,6 @@ class DPOConfig:
             raise bad_value("finetune.dpo.beta", self.beta, "a positive number such as 0.1")
 
 
-FINETUNE_TASKS = ("instruct", "classification", "dpo")
-
 
 @dataclass
 class FinetuneConfig:

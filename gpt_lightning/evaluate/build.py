@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.evaluate.tasks import Task
 
-TASKS = ("perplexity", "hellaswag", "lambada", "judge")
+TASKS = ("perplexity", "hellaswag", "lambada", "judge", "classification")
 
 
 def task_names(value, key: str = "tasks", allowed: Sequence[str] = TASKS) -> list[str]:

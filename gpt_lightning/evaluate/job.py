@@ -47,6 +47,7 @@ class EvaluateConfig:
     text: dict = field(default_factory=dict)
     hellaswag: dict = field(default_factory=dict)
     lambada: dict = field(default_factory=dict)
+    classification: dict = field(default_factory=dict)  # task=classification (evaluate/classification.py)
 
 
 def chosen_tasks(cfg: DictConfig) -> list[str]:
@@ -82,6 +83,10 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     check(cfg)
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
+    if "classification" in names:  # a classifier export, not a language model
+        from gpt_lightning.evaluate import classification
+
+        return classification.run(typed, cfg, names, device, dtype, output_dir)
     needs_model = any(n != "judge" for n in names)  # the judge scores text; it needs no weights of ours
     context = planned_config(typed.init, typed.model, explicit).context_length if needs_model else None
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights
