@@ -510,6 +510,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         _positive("finetune.trainable_blocks", self.trainable_blocks, allow_none=True, minimum=0)
+        if self.lora.rank and self.trainable_blocks is not None:
+            raise bad_value("finetune.trainable_blocks", self.trainable_blocks,
+                            f"null with LoRA (finetune.lora.rank={self.lora.rank} already decides what trains); "
+                            "set one of them")
 
 
 @dataclass

@@ -20,7 +20,6 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from gpt_lightning.errors import bad_value
 from gpt_lightning.freeze import freeze_blocks
 from gpt_lightning.model import GPT
 
@@ -41,10 +40,6 @@ class Task:
         ft = spec.finetune
         if ft is None:
             return model
-        if ft.lora.rank and ft.trainable_blocks is not None:
-            raise bad_value("finetune.trainable_blocks", ft.trainable_blocks,
-                            f"null with LoRA (finetune.lora.rank={ft.lora.rank} already decides what trains); "
-                            "set one of them")
         if ft.lora.rank:
             from gpt_lightning.lora import apply_lora
 
