@@ -111,3 +111,56 @@ def test_short_run_raises_preference_accuracy(tmp_path, one_thread):
     assert result["best_val_loss"] == pytest.approx(min(e.value for e in acc.Scalars("val/loss")))
     tokenizer_config = json.loads((out / "export" / "tokenizer_config.json").read_text())
     assert "### Response:" in tokenizer_config["chat_template"]  # the instruction template rides along
+
+
+def test_loss_and_gradient_equal_trls(tmp_path, one_thread, tokenizer, monkeypatch):
+    """TRL's DPOTrainer (sigmoid loss) on the same records and weights: same loss and gradient."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    from trl import DPOConfig, DPOTrainer
+
+    from gpt_lightning.data.preference import tokenize_pairs
+    from gpt_lightning.data.template import DEFAULT_TEMPLATE
+    from gpt_lightning.weights.export import write_tokenizer_files
+    from gpt_lightning.weights.hf_io import load_pretrained
+
+    torch.manual_seed(2)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
+                                  attn_pdrop=0.0)  # our model has no dropout here
+    start = transformers.GPT2LMHeadModel(cfg).eval()
+    start.save_pretrained(tmp_path / "start")
+    write_tokenizer_files(tmp_path / "start", 64)
+    hf_policy = copy.deepcopy(start)
+    with torch.no_grad():
+        for p in hf_policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hf_policy.save_pretrained(tmp_path / "policy")
+    records = [{"prompt": "Q: is the sky blue?\nA:", "chosen": " Yes, on a clear day.", "rejected": " No."},
+               {"prompt": "Say hi", "chosen": " Hi!", "rejected": " I will not say it, sorry."},
+               {"prompt": "2+2=", "chosen": "4", "rejected": "5"}]
+
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.3, per_device_train_batch_size=len(records),
+                     report_to=[], use_cpu=True, max_length=None, bf16=False)  # TRL defaults to bf16 autocast
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "start")
+    tok.pad_token = tok.eos_token
+    trainer = DPOTrainer(model=hf_policy, ref_model=start, args=args, processing_class=tok,
+                         train_dataset=datasets.Dataset.from_list(records))
+    hf_policy.train()
+    theirs = trainer.compute_loss(hf_policy, {k: v for k, v in next(iter(trainer.get_train_dataloader())).items()})
+    theirs.backward()
+
+    model = load_pretrained(tmp_path / "start")
+    module = DPOLitModule(model, beta=0.3)  # the reference: the starting weights
+    model.load_state_dict(load_pretrained(tmp_path / "policy").state_dict())
+    total, count = module.loss_sum(PreferenceCollator()(tokenize_pairs(records, DEFAULT_TEMPLATE)))
+    ours = total / count
+    ours.backward()
+    assert abs(ours.item() - theirs.item()) < 1e-5
+    pairs = [(model.wte.weight, hf_policy.transformer.wte.weight),
+             (model.blocks[1].mlp.fc.weight, hf_policy.transformer.h[1].mlp.c_fc.weight),
+             (model.ln_f.bias, hf_policy.transformer.ln_f.bias)]
+    for mine, hf in pairs:
+        theirs_grad = hf.grad.t() if hf.grad.shape != mine.shape else hf.grad  # Conv1D stores (in, out)
+        assert (mine.grad - theirs_grad).abs().max() < 1e-5
