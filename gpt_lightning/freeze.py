@@ -67,5 +67,4 @@ class TrainableParams(L.Callback):
 @rank_zero_only
 def _announce(trained: int, total: int) -> None:
     line = f"training {trained:,} of {total:,} parameters ({100 * trained / max(total, 1):.2f}%)"
-    log.info(line)
-    print(line, flush=True)
+    log.info(line)  # on the console too (Hydra's log handler), and in the run's log file

@@ -103,6 +103,7 @@ CASES = [
     (F, ["finetune.responses.max_new_tokens=0"], r"finetune.responses.max_new_tokens=0 is invalid"),
     (F, ["finetune.responses.file=a/b.jsonl"], r"finetune.responses.file='a/b.jsonl' is invalid"),
     # fine-tuning tasks, freezing, DPO (docs/finetuning.md)
+    (T, ["data=classification", "data.path=d.csv"], r"data='ClassificationDataModule' is invalid: text for train.py; .* task=classification"),
     (F, ["finetune.trainable_blocks=-1"], r"finetune.trainable_blocks=-1 is invalid: a number >= 0 or null"),
     (F, ["finetune.trainable_blocks=last"], r"finetune.trainable_blocks='last' is invalid: an integer or null"),
     (F, ["finetune.lora.rank=8", "finetune.trainable_blocks=1"], r"finetune.trainable_blocks=1 is invalid: null with LoRA"),

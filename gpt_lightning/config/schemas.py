@@ -647,7 +647,11 @@ def train_spec(values: Mapping) -> TrainSpec:
     from gpt_lightning.evaluate.judge import judge_settings
 
     eval_callbacks(spec.callbacks.eval, spec.strategy.name)  # its keys are checked now, not after the model
-    if spec.finetune is not None:
+    tuning = spec.finetune is not None and "task" in values["finetune"]  # finetune.py (train.py's debug=smoke has a finetune node too)
+    if not tuning and type(spec.data).__name__ in (TASK_DATA["classification"], TASK_DATA["dpo"]):
+        task = next(t for t, name in TASK_DATA.items() if name == type(spec.data).__name__)
+        raise bad_value("data", type(spec.data).__name__, f"text for train.py; this data is for finetune.py task={task}")
+    if tuning:
         _check_task(spec)
         spec.judge = judge_settings(values.get("judge"), spec.finetune.responses.enabled)
     return spec

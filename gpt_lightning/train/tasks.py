@@ -80,6 +80,15 @@ class DPOTask(Task):
 
         return DPOLitModule(model, spec.optim, seed=spec.seed, perf=spec.perf, beta=spec.finetune.dpo.beta)
 
+    def after_fit(self, trainer: L.Trainer, module, out: Path) -> dict:
+        """The last validation's DPO numbers, for result.json and the report."""
+        names = [f"val/{name}" for name in module.METRICS]
+        final = {name.split("/", 1)[1]: float(trainer.callback_metrics[name]) for name in names
+                 if name in trainer.callback_metrics}
+        if trainer.is_global_zero and final:
+            print("dpo (last validation): " + ", ".join(f"{k} {v:.4f}" for k, v in final.items()), flush=True)
+        return {"dpo": final} if final else {}
+
 
 class ClassificationTask(Task):
     name = "classification"
