@@ -122,6 +122,8 @@ CASES = [
     (F, ["task=classification", "data.path=d.csv", "data.train_fraction=0.9"], r"data.train_fraction=0.9 is invalid: train \+ val \+ test"),
     (F, ["task=classification", "data.path=d.csv", "callbacks.samples.enabled=true"],
      r"callbacks.samples.enabled=True is invalid: false for task=classification"),
+    (F, ["task=classification", "data.path=d.csv", "callbacks.eval.tasks=[lambada]"],
+     r"callbacks.eval.tasks=\['lambada'\] is invalid: \[\] for task=classification"),
     (F, ["task=classification", "data.path=d.csv", "finetune.responses.enabled=true"],
      r"finetune.responses.enabled=True is invalid: false for task=classification"),
     # the top level

@@ -670,6 +670,9 @@ def _check_task(spec: TrainSpec) -> None:
     if task == "classification" and spec.callbacks.samples.enabled:
         raise bad_value("callbacks.samples.enabled", True, "false for task=classification (a classifier does not "
                         "generate text)")
+    if task == "classification" and (spec.callbacks.eval or {}).get("tasks"):
+        raise bad_value("callbacks.eval.tasks", spec.callbacks.eval["tasks"], "[] for task=classification (the "
+                        "benchmarks score a language model; evaluate.py task=classification scores a classifier)")
     if task != "instruct" and spec.finetune.responses.enabled:
         raise bad_value("finetune.responses.enabled", True, f"false for task={task} (test-split answers are "
                         "written for instruction tuning)")

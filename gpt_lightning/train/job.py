@@ -122,7 +122,8 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext, task: Task | None = None)
             log.info("result: %s", json.dumps(result))
             samples = spec.callbacks.samples
             print(format_report(result, out, describe_trackers(trainer), ctx.command,
-                                instruct_prompt=samples.prompt if samples.instruct else None), flush=True)
+                                instruct_prompt=samples.prompt if samples.instruct else None,
+                                use_command=task.use_command(result)), flush=True)
             finish_trackers(trainer)
     return result
 

@@ -61,6 +61,10 @@ class Task:
     def after_fit(self, trainer: L.Trainer, module, out: Path) -> dict:
         return {}
 
+    def use_command(self, result: dict) -> str | None:
+        """The report's command to use the export; None: generate.py's."""
+        return None
+
 
 def chat_template_of(trainer: L.Trainer) -> str | None:
     """The Jinja chat template of the data module's prompt template, if it has one."""
@@ -127,6 +131,12 @@ class ClassificationTask(Task):
         model = GPTClassifier(type(source.config).from_dict(source.config.to_dict()), source.num_labels, source.labels)
         model.load_state_dict(weights)
         return write_classifier_export(model, folder, result)
+
+    def use_command(self, result: dict) -> str | None:
+        from gpt_lightning.runs.report import short_path
+
+        return (f"python evaluate.py task=classification init=checkpoint init.path={short_path(result['export'])} "
+                "classification.path=<a labelled .csv/.tsv/.jsonl>")
 
     def after_fit(self, trainer: L.Trainer, module, out: Path) -> dict:
         """Loss, accuracy and macro-F1 of every split with the final weights (rank 0), the test
