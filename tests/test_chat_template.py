@@ -57,3 +57,24 @@ def test_chat_drops_oldest_turns_with_a_declared_template(tokenizer):
     full = chat_prompt(tokenizer, history, "last", 10_000, chat_template=template)
     cut = tokenizer.decode(chat_prompt(tokenizer, history, "last", len(full) - 1, chat_template=template))
     assert "question 0" not in cut and "question 1" in cut and cut.endswith(CUSTOM.format_prompt("last"))
+
+
+def test_serve_renders_chat_in_the_template_the_export_declares(tokenizer, tmp_path):
+    pytest.importorskip("fastapi")
+    from types import SimpleNamespace
+
+    from gpt_lightning.serve.routes import ServeSettings, _Service
+    from gpt_lightning.serve.schemas import ChatRequest
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    write_tokenizer_files(folder, 128, chat_template(CUSTOM))
+    scheduler = SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace(context_length=128)))
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    request = ChatRequest(messages=messages)
+    for declared, template in ((declared_chat_template(folder), CUSTOM), (None, DEFAULT_TEMPLATE)):
+        service = _Service(scheduler, tokenizer, ServeSettings("m", 100, 16, 1, chat_template=declared))
+        [ids] = service._chat_prompt(request, 16)
+        assert ids == chat_prompt(tokenizer, [("Hi", "Hello.")], "Bye", 112, template=template, system=["Be brief."])
+    assert tokenizer.decode(ids).startswith("Be brief.\n\n### Instruction:\nHi")  # the built-in one without a declared one
