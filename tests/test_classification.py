@@ -180,6 +180,12 @@ def test_sms_spam_recipe_end_to_end(tmp_path, monkeypatch, one_thread):
     after = transformers.GPT2ForSequenceClassification.from_pretrained(export).transformer.h[0].mlp.c_fc.weight
     assert torch.equal(before, after)
 
+    # the best checkpoint (by val/accuracy) exports as a classifier too
+    from gpt_lightning.weights.export import main as export_main
+
+    export_main([result["best_checkpoint"], str(tmp_path / "best_export")])
+    assert load_classifier(tmp_path / "best_export").labels == ["ham", "spam"]
+
     # evaluate.py task=classification scores a labelled file with the export
     (tmp_path / "labelled.jsonl").write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for lab, t in rows))
     from gpt_lightning.cli.hydra_adapter import plain

@@ -49,6 +49,10 @@ class ClassifierLitModule(GPTLitModule):
         self._last_logits = logits.detach()
         return total, (labels != IGNORE_INDEX).sum()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["labels"] = list(self.model.labels)  # id2label for an export from this checkpoint
+
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         k = self.model.num_labels

@@ -152,6 +152,8 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     model_cfg: dict = {}
     if source.suffix == ".ckpt":
         ckpt = _read_checkpoint(source)
+        if "labels" in ckpt and "model.score.weight" in (ckpt.get("state_dict") or {}):  # finetune.py task=classification
+            return _export_classifier_checkpoint(ckpt, out)
         model_cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
         callbacks = ckpt.get("callbacks") or {}
         record = next((v for k, v in callbacks.items() if str(k).startswith(RunRecord.__qualname__)), None)
@@ -166,6 +168,19 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
     return write_export(model, out, facts, history, sampling=_sampling(record), chat_template=_chat_template(record))
+
+
+def _export_classifier_checkpoint(ckpt: dict, out: Path) -> Path:
+    from gpt_lightning.classifier import GPTClassifier
+    from gpt_lightning.lora import merge_lora_state
+    from gpt_lightning.weights.classifier_export import write_classifier_export
+
+    state = merge_lora_state({k.removeprefix("model.").removeprefix("_orig_mod."): v
+                              for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    config = GPTConfig.from_dict(dict(ckpt["hyper_parameters"]["model_config"]))
+    model = GPTClassifier(config, len(ckpt["labels"]), ckpt["labels"])
+    model.load_state_dict(state)
+    return write_classifier_export(model, out)
 
 
 def _chat_template(record: Mapping | None) -> str | None:
