@@ -22,7 +22,9 @@ CONF = ROOT / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 # what an option needs besides itself to build on this machine, or the one-line error it must give
 NEEDS = {("data", "text"): ["data.path=README.md"], ("data", "corpus"): ["data.path=README.md"],
-         ("init", "checkpoint"): ["init.path=README.md"]}
+         ("init", "checkpoint"): ["init.path=README.md"],
+         ("data", "classification"): ["task=classification", "data.path=README.md"],
+         ("data", "preference"): ["task=dpo", "data.path=README.md"]}
 ERRORS = {("strategy", "fsdp"): "strategy='fsdp' is invalid: needs GPUs"}
 
 
@@ -34,7 +36,7 @@ def _options():
 
 @pytest.mark.parametrize("group, option", list(_options()))
 def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path):
-    config = "finetune" if option == "instruct" or group == "judge" else "train"
+    config = "finetune" if option in ("instruct", "classification", "preference", "sms_spam_124m") or group == "judge" else "train"
     overrides = [f"{group}={option}", *NEEDS.get((group, option), [])]
     values = plain(compose_config(config, overrides))
     if (group, option) in ERRORS:
@@ -86,7 +88,8 @@ def test_trainer_perf_and_finetune_defaults_equal_the_schema():
     trainer.pop("extra")
     assert {k: trainer[k] for k in _yaml("trainer/default.yaml")} == _yaml("trainer/default.yaml")
     assert _yaml("base.yaml")["perf"] == _defaults(PerfConfig)
-    assert _yaml("finetune.yaml")["finetune"] == _defaults(FinetuneConfig)
+    task = OmegaConf.to_container(OmegaConf.load(ROOT / "gpt_lightning/cli/finetune_conf/task/instruct.yaml"))
+    assert {**_yaml("finetune.yaml")["finetune"], "task": task["finetune"]["task"]} == _defaults(FinetuneConfig)
 
 
 @pytest.mark.parametrize("file", sorted((CONF / "model").glob("*.yaml")), ids=lambda p: p.stem)

@@ -68,7 +68,7 @@ def test_no_import_cycles():
 # (function-level imports count too). quantize reads GPT-2-layout files with weights/hf_io, so it
 # sits with weights; the rest of the top-level modules are the core every layer may use.
 LAYERS = [
-    ("core", ["errors", "atomic", "progress", "download", "model", "linear_cross_entropy", "precision", "tokenizer", "lora"]),
+    ("core", ["errors", "atomic", "progress", "download", "model", "linear_cross_entropy", "precision", "classifier", "tokenizer", "lora"]),
     ("config", ["config"]),
     ("data, weights", ["data", "weights", "quantize"]),
     ("generate", ["generate"]),

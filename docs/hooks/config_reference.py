@@ -31,6 +31,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- config-reference -->"
+TASK_CONF = ROOT / "gpt_lightning" / "cli" / "finetune_conf"  # finetune.py's task group (its searchpath)
 COMMANDS = ("train", "finetune", "generate", "serve", "evaluate")
 # Schemas named by class, looked up wherever they live in the package (they may move).
 COMMAND_SCHEMAS = {"generate": "GenerateConfig", "serve": "ServeConfig", "evaluate": "EvaluateConfig"}
@@ -281,7 +282,12 @@ def recipe_choices(conf: Path, group: str, values: dict) -> dict[str, str]:
             base = yaml.safe_load((conf / group / f"{entry}.yaml").read_text()) or {}
             chosen.update(recipe_choices(conf, group, base))
         elif isinstance(entry, dict):
-            chosen.update({k.removeprefix("override ").strip().lstrip("/"): v for k, v in entry.items()})
+            for key, option in entry.items():
+                group_name = key.removeprefix("override ").strip().lstrip("/")
+                chosen[group_name] = option
+                if group_name == "task":  # finetune.py's task group picks the data group in turn
+                    task = yaml.safe_load((TASK_CONF / "task" / f"{option}.yaml").read_text()) or {}
+                    chosen.update(recipe_choices(TASK_CONF, "task", task))
     return chosen
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gpt_lightning.config.schemas import InitConfig
-from gpt_lightning.config.tasks import (HellaSwagConfig, JudgeConfig, LambadaConfig, TextTaskConfig, check_sections,
+from gpt_lightning.config.tasks import (ClassificationTaskConfig, HellaSwagConfig, JudgeConfig, LambadaConfig, TextTaskConfig, check_sections,
                                         task_names)
 from gpt_lightning.model import GPTConfig
 
@@ -31,6 +31,7 @@ class EvaluateConfig:
     text: TextTaskConfig = field(default_factory=TextTaskConfig)
     hellaswag: HellaSwagConfig = field(default_factory=HellaSwagConfig)
     lambada: LambadaConfig = field(default_factory=LambadaConfig)
+    classification: ClassificationTaskConfig = field(default_factory=ClassificationTaskConfig)  # task=classification
 
     def __post_init__(self) -> None:
         self.chosen_tasks()

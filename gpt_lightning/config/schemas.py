@@ -539,11 +539,31 @@ class ResponsesConfig:
 
 
 @dataclass
+class DPOConfig:
+    beta: float = 0.1  # strength of the pull towards the reference (the DPO paper's beta)
+
+    def __post_init__(self) -> None:
+        if not self.beta > 0:
+            raise bad_value("finetune.dpo.beta", self.beta, "a positive number such as 0.1")
+
+
+
+@dataclass
 class FinetuneConfig:
-    """``finetune``: what fine-tuning adds to a training run (LoRA, the test-split answers)."""
+    """``finetune``: what fine-tuning adds to a training run (the task, freezing, LoRA, DPO, the test-split answers)."""
 
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    task: Literal["instruct", "classification", "dpo"] = "instruct"  # set by the task group (task=...)
+    trainable_blocks: int | None = None  # train only the last N blocks, ln_f and the head; None = all
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+
+    def __post_init__(self) -> None:
+        _positive("finetune.trainable_blocks", self.trainable_blocks, allow_none=True, minimum=0)
+        if self.lora.rank and self.trainable_blocks is not None:
+            raise bad_value("finetune.trainable_blocks", self.trainable_blocks,
+                            f"null with LoRA (finetune.lora.rank={self.lora.rank} already decides what trains); "
+                            "set one of them")
 
 
 @dataclass
@@ -704,4 +724,31 @@ def train_spec(values: Mapping) -> TrainSpec:
             raise bad_value("judge.enabled", True,
                             "needs finetune.responses.enabled=true (the judge scores those responses)")
         spec.judge = judge if judge.enabled else None
+    tuning = spec.finetune is not None and "task" in values["finetune"]  # finetune.py (train.py's debug=smoke has a finetune node too)
+    if not tuning and type(spec.data).__name__ in (TASK_DATA["classification"], TASK_DATA["dpo"]):
+        task = next(t for t, name in TASK_DATA.items() if name == type(spec.data).__name__)
+        raise bad_value("data", type(spec.data).__name__, f"text for train.py; this data is for finetune.py task={task}")
+    if tuning:
+        _check_task(spec)
     return spec
+
+
+TASK_DATA = {"instruct": "InstructDataModule", "classification": "ClassificationDataModule",
+             "dpo": "PreferenceDataModule"}  # finetune.task -> the data module it reads
+
+
+def _check_task(spec: TrainSpec) -> None:
+    """The data, the samples and the responses fit ``finetune.task`` (task=... sets them all)."""
+    task = spec.finetune.task
+    if type(spec.data).__name__ != TASK_DATA[task]:
+        raise bad_value("finetune.task", task, f"data of its kind ({TASK_DATA[task]}, not {type(spec.data).__name__}); "
+                        f"pick the task with task={task}, which selects its data group")
+    if task == "classification" and spec.callbacks.samples.enabled:
+        raise bad_value("callbacks.samples.enabled", True, "false for task=classification (a classifier does not "
+                        "generate text)")
+    if task == "classification" and spec.callbacks.eval.tasks:
+        raise bad_value("callbacks.eval.tasks", spec.callbacks.eval.tasks, "[] for task=classification (the "
+                        "benchmarks score a language model; evaluate.py task=classification scores a classifier)")
+    if task != "instruct" and spec.finetune.responses.enabled:
+        raise bad_value("finetune.responses.enabled", True, f"false for task={task} (test-split answers are "
+                        "written for instruction tuning)")

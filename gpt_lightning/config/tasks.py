@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from gpt_lightning.errors import bad_value
 
-TASKS = ("perplexity", "hellaswag", "lambada", "judge")
+TASKS = ("perplexity", "hellaswag", "lambada", "judge", "classification")
 TRAINING_TASKS = ("perplexity", "hellaswag", "lambada")  # the judge needs responses, see finetune.py
 JUDGE_FIELDS = ("instruction", "input", "output", "response")  # what a judge prompt may name
 
@@ -102,6 +102,17 @@ class JudgeConfig:
         except (KeyError, IndexError, ValueError, AttributeError) as err:
             raise bad_value("judge.prompt", self.prompt,
                             f"a text with the fields {{{'}, {'.join(JUDGE_FIELDS)}}} only ({err})") from None
+
+
+@dataclass
+class ClassificationTaskConfig:
+    """``classification``: evaluate.py task=classification, a labelled file scored by a classifier export."""
+
+    path: str | None = None  # the labelled file (.csv, .tsv or .jsonl)
+    text_column: str = "text"
+    label_column: str = "label"
+    columns: list[str] | None = None  # names for a file without a header row
+    max_length: int | None = None  # most tokens per text; None = the model's context length
 
 
 def check_sections(owner, prefix: str) -> None:

@@ -41,6 +41,10 @@ def run(values: dict, output_dir: str | Path, explicit: Iterable[str] = ()) -> l
     device = pick_device(str(cfg.device))
     dtype = pick_dtype(str(cfg.dtype), device)
     check_quantize(cfg.quantize, device, dtype)
+    if "classification" in names:  # a classifier export, not a language model
+        from gpt_lightning.evaluate import classification
+
+        return classification.run(cfg, names, device, dtype, output_dir)
     needs_model = any(n != "judge" for n in names)  # the judge scores text; it needs no weights of ours
     context = planned_config(cfg.init, cfg.model, explicit).context_length if needs_model else None
     tasks = make_tasks(names, cfg, context_length=context, limit=cfg.limit)  # data before weights

@@ -229,6 +229,9 @@ def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops:
                         f"less than model.context_length={model.config.context_length} to leave room for the chat")
     print(f"Chat with the model ({' or '.join(QUIT)} or Ctrl-D to end).", file=sys.stderr, flush=True)
     history: list[tuple[str, str]] = []
+    from gpt_lightning.data.chat_template import declared_chat_template
+
+    template = declared_chat_template(cfg.init.path if cfg.init.name == "checkpoint" else None)  # the export's own
     while True:
         try:
             message = input("> ").strip()
@@ -239,7 +242,7 @@ def chat(model: GPT, tok: Tokenizer, cfg: GenerateConfig, settings: dict, stops:
             return
         if not message:
             continue
-        job = Job(len(history), message, 0, chat_prompt(tok, history, message, budget))
+        job = Job(len(history), message, 0, chat_prompt(tok, history, message, budget, chat_template=template))
         texts, counts, seconds = run_batch(model, tok, [job], cfg, settings, stops, cfg.stream, generate_fn)
         if not cfg.stream:
             print(texts[0], flush=True)

@@ -31,7 +31,7 @@ def resume_command(command: str | None, run_dir: Path) -> str | None:
 
 
 def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, str]] = (),
-                  command: str | None = None, instruct_prompt: str | None = None) -> str:
+                  command: str | None = None, instruct_prompt: str | None = None, use_command: str | None = None) -> str:
     """The end-of-run report as text."""
     r = result
     lines = [f"Run finished: {short_path(run_dir)}/",
@@ -56,7 +56,9 @@ def format_report(result: Mapping, run_dir: Path, trackers: Sequence[tuple[str, 
     for kind, where in trackers:
         if kind == "tensorboard":
             lines.append(f"  {where}")
-    if r.get("export"):
+    if r.get("export") and use_command:  # e.g. a classifier: evaluate.py, not generate.py
+        lines.append(f"  {use_command}")
+    elif r.get("export"):
         program = "gpt-generate" if (command or "").startswith("gpt-") else "python generate.py"  # installed: gpt-train ...
         generate = f"{program} init=checkpoint init.path={short_path(r['export'])}"
         if instruct_prompt:

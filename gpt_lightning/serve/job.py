@@ -53,8 +53,11 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
     sock = bind(cfg.host, cfg.port)  # a taken port fails now, before the weights load
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)
+    from gpt_lightning.data.chat_template import declared_chat_template
+
     settings = ServeSettings(model_name=model_name(cfg), max_tokens_cap=cfg.max_tokens_cap,
-                             default_max_tokens=cfg.default_max_tokens, retry_after=cfg.retry_after)
+                             default_max_tokens=cfg.default_max_tokens, retry_after=cfg.retry_after,
+                             chat_template=declared_chat_template(cfg.init.path if cfg.init.name == "checkpoint" else None))
     scheduler = Scheduler(model, max_batch_size=cfg.max_batch_size, queue_size=cfg.queue_size)
     app = create_app(scheduler, tok, settings)
     print(f"serving {settings.model_name!r} at {url_of(sock)} (chat page at /, API at /v1; "

@@ -17,7 +17,7 @@ import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -26,7 +26,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpt_lightning.generate.prompts import chat_prompt, encode
 from gpt_lightning.generate.sampling import StopCriteria, StreamDecoder, make_generators
-from gpt_lightning.data.template import DEFAULT_TEMPLATE
 from gpt_lightning.tokenizer import Tokenizer
 from gpt_lightning.serve import schemas
 from gpt_lightning.serve.scheduler import Closed, QueueFull, Scheduler, Sequence
@@ -43,6 +42,7 @@ class ServeSettings:
     max_tokens_cap: int
     default_max_tokens: int
     retry_after: int
+    chat_template: str | None = None  # the Jinja chat template the loaded export declares; None = the built-in one
 
 
 def create_app(scheduler: Scheduler, tok: Tokenizer, settings: ServeSettings) -> FastAPI:
@@ -177,7 +177,8 @@ class _Service:
 
     def _chat_prompt(self, req: ChatRequest, limit: int) -> list[list[int]]:
         """The conversation in the instruction template, oldest turns dropped to fit (as
-        ``generate.py chat=true``); system messages replace the template's preamble."""
+        ``generate.py chat=true``), in the chat template the export declares, else the built-in
+        instruction template; system messages replace the template's preamble."""
         system = [m.text() for m in req.messages if m.role in ("system", "developer")]
         turns = [m for m in req.messages if m.role not in ("system", "developer")]
         roles = [m.role for m in turns]
@@ -189,9 +190,9 @@ class _Service:
         if budget < 1:
             raise RequestError(400, f"max_tokens={limit} is invalid: less than the model's context_length="
                                     f"{self.context_length}, to leave room for the conversation", "max_tokens")
-        template = replace(DEFAULT_TEMPLATE, preamble="\n\n".join(system)) if system else None
         history = [(turns[i].text(), turns[i + 1].text().strip()) for i in range(0, len(turns) - 1, 2)]
-        ids = chat_prompt(self.tok, history, turns[-1].text(), budget, template)
+        ids = chat_prompt(self.tok, history, turns[-1].text(), budget, system=system,
+                          chat_template=self.settings.chat_template)  # the export's template, if it declares one
         self._check_length(ids, "messages")
         return [ids]
 

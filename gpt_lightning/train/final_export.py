@@ -13,7 +13,8 @@ from gpt_lightning.weights.export import sampling, write_export
 from gpt_lightning.weights.model_card import card_facts
 
 
-def export_model(trainer, module, folder: Path, extra_results: Mapping | None = None) -> Path | None:
+def export_model(trainer, module, folder: Path, extra_results: Mapping | None = None,
+                 chat_template: str | None = None) -> Path | None:
     """Gather the full weights (works under DDP and FSDP), merge LoRA, write the whole folder.
 
     Every rank must call it (the gather is collective under FSDP); rank 0 writes.
@@ -31,4 +32,4 @@ def export_model(trainer, module, folder: Path, extra_results: Mapping | None = 
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
                        history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
                        epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
-    return write_export(model, folder, facts, history, sampling=sampling(record_state))
+    return write_export(model, folder, facts, history, sampling=sampling(record_state), chat_template=chat_template)

@@ -41,12 +41,12 @@ from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig,
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
 from gpt_lightning.train.callbacks.evaluation import eval_callbacks
-from gpt_lightning.train.final_export import export_model
 from gpt_lightning.weights.sources import build_model
 from gpt_lightning.train.module import GPTLitModule
 from gpt_lightning.train.trackers import (TrackerRuns, build_logger as build_trackers, describe as describe_trackers)
 from gpt_lightning.train.trackers import finish as finish_trackers, log_hparams
-from gpt_lightning.lora import apply_lora
+from gpt_lightning.train.freeze import TrainableParams
+from gpt_lightning.train.tasks import Task, task_for
 from gpt_lightning.model import GPT, perplexity
 from gpt_lightning.runs.report import format_report
 from gpt_lightning.train.callbacks.responses import WriteResponses
@@ -78,10 +78,9 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
     with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export):
         model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
                             tokenizer_vocab=TOKENIZER_VOCAB)
-        lora = spec.finetune.lora if spec.finetune else None
-        if lora is not None and lora.rank:
-            apply_lora(model, lora.rank, alpha=lora.alpha, dropout=lora.dropout, targets=tuple(lora.targets))
-        return _fit(spec, model, ctx)
+        task = task_for(spec)
+        model = task.adapt(spec, model)  # classification head, LoRA, finetune.trainable_blocks
+        return _fit(spec, model, ctx, task)
 
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
@@ -95,13 +94,15 @@ def _owner(spec: TrainSpec) -> bool:
     return cluster.launch_rank(spec.trainer.devices) == 0
 
 
-def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
+def _fit(spec: TrainSpec, model: GPT, ctx: RunContext, task: Task | None = None) -> dict:
+    task = task or task_for(spec)
     out = Path(ctx.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fit_lengths(spec.data, model)
     L.seed_everything(spec.seed, workers=True, verbose=False)
-    module = GPTLitModule(model, spec.optim, seed=spec.seed, perf=spec.perf)
+    module = task.module(spec, model)
     trainer = build_trainer(spec, out, ctx.relaunch, extra_callbacks=[
+        TrainableParams(),  # prints and logs how many parameters train
         TrackerRuns(),  # W&B / MLflow run ids in checkpoints: a resume continues those runs
         RunRecord(_config_dict(spec, ctx), ctx.command),  # for the model card
     ])
@@ -121,11 +122,12 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
                 raise
             print(f"error: {line}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
-        result = _result(trainer, module, time.time() - start, ctx.overrides)
+        result = _result(trainer, module, time.time() - start, ctx.overrides, task.monitor)
+        result.update(task.after_fit(trainer, module, out))  # classification: metrics of every split
         extra = run_callbacks.results(trainer)  # eval/<task>/<metric>, best_eval/..., the responses' summary
         result.update(extra)
         if spec.run.export:
-            folder = export_model(trainer, module, out / "export", extra_results=extra)
+            folder = task.export(trainer, module, out / "export", extra, result)
             if folder:
                 result["export"] = str(folder)
         if trainer.is_global_zero:
@@ -135,7 +137,8 @@ def _fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
             log.info("result: %s", json.dumps(result))
             samples = spec.callbacks.samples
             print(format_report(result, out, describe_trackers(trainer), ctx.command,
-                                instruct_prompt=samples.prompt if samples.instruct else None), flush=True)
+                                instruct_prompt=samples.prompt if samples.instruct else None,
+                                use_command=task.use_command(result)), flush=True)
             finish_trackers(trainer)
     return result
 
@@ -171,8 +174,9 @@ def build_strategy(spec: TrainSpec, relaunch: Relaunch | None):
 
 def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Callback]:
     ckpt_dir = out / "checkpoints"
+    monitor = task_for(spec).monitor  # val/loss; a classifier's val/accuracy
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
+        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=monitor[0], mode=monitor[1],
                         save_top_k=1, auto_insert_metric_name=False,
                         save_on_train_epoch_end=False),  # at validation end, beside last.ckpt (a link then)
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
@@ -246,9 +250,12 @@ def _config_dict(spec: TrainSpec, ctx: RunContext) -> dict:
     return {k: dataclasses.asdict(v) for k, v in parts.items()}
 
 
-def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str]) -> dict:
-    best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/loss"), None)
-    best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str],
+            monitor: tuple[str, str] = ("val/loss", "min")) -> dict:
+    best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor[0]), None)
+    best_score = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
+    best_loss = best_score if monitor[0] == "val/loss" else None
+    extra = {} if monitor[0] == "val/loss" else {"best_" + monitor[0].replace("/", "_"): best_score}
     final = trainer.callback_metrics.get("val/loss")
     final = float(final) if final is not None else None
     record = run_callbacks.find(trainer, RunRecord)
@@ -267,6 +274,7 @@ def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides:
         "tokens_this_run": session.get("tokens"),  # this session: a resumed run counts from its checkpoint
         "train_time_s": session.get("train_time_s"),  # fit loop only, without setup and export
         "tokens_per_s": session.get("tokens_per_s"),
+        **extra,
     }
 
 

@@ -17,7 +17,6 @@ open the folder as it is, offline. From the command line:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -30,15 +29,17 @@ from gpt_lightning.weights.hf_io import save_pretrained
 from gpt_lightning.model import GPT, GPTConfig
 from gpt_lightning.weights.model_card import (CARD_FILE, HISTORY_STATE, LOSS_PLOT, RECORD_STATE, card_facts, plot_losses,
                                              render_card)
-from gpt_lightning.tokenizer import EOT_ID, EOT_TOKEN, bpe_file
+from gpt_lightning.tokenizer import EOT_ID
+from gpt_lightning.weights.tokenizer_files import write_json, write_tokenizer_files
 
 FACTS_FILE = "card.json"
 
 
 # ---- the folder ---------------------------------------------------------------------------------
 def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | None = None,
-                 sampling: Mapping | None = None) -> Path:
-    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``.
+                 sampling: Mapping | None = None, chat_template: str | None = None) -> Path:
+    """Weights, tokenizer, generation config and model card of ``model`` in ``folder``; an
+    instruction-tuned model's prompt template goes in as ``chat_template`` (data/chat_template.py).
 
     A vocabulary padded for speed (model.vocab_size=50304, a multiple of 64) is trimmed back to
     the tokenizer's 50,257 rows: the padding rows are never a target, and transformers' users
@@ -48,12 +49,12 @@ def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | No
     model = trim_vocab(model, EOT_ID + 1)
     save_pretrained(model, folder)
     if model.config.vocab_size > EOT_ID:  # the GPT-2 tokenizer fits
-        write_tokenizer_files(folder, model.config.context_length)
-        _write_json(folder / "generation_config.json", generation_config(sampling))
+        write_tokenizer_files(folder, model.config.context_length, chat_template)
+        write_json(folder / "generation_config.json", generation_config(sampling))
     has_plot = bool(history and history.get("train"))
     if has_plot:
         plot_losses(history["train"], history.get("val", []), folder / LOSS_PLOT)
-    _write_json(folder / FACTS_FILE, facts)
+    write_json(folder / FACTS_FILE, facts)
     card = render_card(facts, has_plot=has_plot)
     atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card, encoding="utf-8"))
     return folder
@@ -70,31 +71,6 @@ def trim_vocab(model: GPT, vocab_size: int) -> GPT:
     return trimmed.to(next(model.parameters()).dtype)
 
 
-def write_tokenizer_files(folder: Path, context_length: int) -> None:
-    """GPT-2's tokenizer as transformers saves it, built offline from tiktoken's cached files."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
-
-    vocab, merges = bpe_file("encoder.json"), bpe_file("vocab.bpe")
-    for src, name in ((vocab, "vocab.json"), (merges, "merges.txt")):
-        data = Path(src).read_bytes()
-        atomic_write(folder / name, lambda tmp, data=data: Path(tmp).write_bytes(data))
-    tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    tok.add_special_tokens([AddedToken(EOT_TOKEN, special=True, normalized=False)])
-    atomic_write(folder / "tokenizer.json", lambda tmp: tok.save(tmp))
-    special = {"content": EOT_TOKEN, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-               "special": True}
-    _write_json(folder / "tokenizer_config.json", {
-        "add_bos_token": False, "add_prefix_space": False, "added_tokens_decoder": {str(EOT_ID): special},
-        "bos_token": EOT_TOKEN, "clean_up_tokenization_spaces": False, "eos_token": EOT_TOKEN, "errors": "replace",
-        "model_max_length": context_length, "pad_token": None, "tokenizer_class": "GPT2Tokenizer",
-        "unk_token": EOT_TOKEN})
-    _write_json(folder / "special_tokens_map.json", {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN,
-                                                     "unk_token": EOT_TOKEN})
-
-
 def generation_config(sampling: Mapping | None) -> dict:
     """transformers' ``generation_config.json`` from the run's sample settings (temperature 0 = greedy)."""
     config = {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID, "pad_token_id": EOT_ID}
@@ -107,11 +83,6 @@ def generation_config(sampling: Mapping | None) -> dict:
         config["temperature"] = temperature
         config["top_k"] = int(sampling.get("top_k") or 0)  # 0: off (transformers' default would be 50)
     return config
-
-
-def _write_json(path: Path, data) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def sampling(record: Mapping | None) -> dict:
@@ -137,6 +108,8 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     model_cfg: dict = {}
     if source.suffix == ".ckpt":
         ckpt = _read_checkpoint(source)
+        if "labels" in ckpt and "model.score.weight" in (ckpt.get("state_dict") or {}):  # finetune.py task=classification
+            return _export_classifier_checkpoint(ckpt, out)
         model_cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
         callbacks = ckpt.get("callbacks") or {}  # the run's callbacks' states by state_key
         record, history = callbacks.get(RECORD_STATE), callbacks.get(HISTORY_STATE)
@@ -149,7 +122,31 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
-    return write_export(model, out, facts, history, sampling=sampling(record))
+    return write_export(model, out, facts, history, sampling=sampling(record), chat_template=_chat_template(record))
+
+
+def _export_classifier_checkpoint(ckpt: dict, out: Path) -> Path:
+    from gpt_lightning.classifier import GPTClassifier
+    from gpt_lightning.lora import merge_lora_state
+    from gpt_lightning.weights.classifier_export import write_classifier_export
+
+    state = merge_lora_state({k.removeprefix("model.").removeprefix("_orig_mod."): v
+                              for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    config = GPTConfig.from_dict(dict(ckpt["hyper_parameters"]["model_config"]))
+    model = GPTClassifier(config, len(ckpt["labels"]), ckpt["labels"])
+    model.load_state_dict(state)
+    return write_classifier_export(model, out)
+
+
+def _chat_template(record: Mapping | None) -> str | None:
+    """The chat template of an instruction-tuned run, from its recorded data config."""
+    data = (((record or {}).get("config") or {}).get("data") or {})
+    if not str(data.get("_target_", "")).endswith(("InstructDataModule", "PreferenceDataModule")):
+        return None
+    from gpt_lightning.data.chat_template import chat_template
+    from gpt_lightning.data.template import template_from_config
+
+    return chat_template(template_from_config(data.get("template")))
 
 
 def _read_checkpoint(path: Path) -> dict:
