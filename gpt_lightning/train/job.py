@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import OmegaConf
 
 from gpt_lightning.train import resume
 from gpt_lightning.train import run_folder
-from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, SampleText, TrainSetLoss
+from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, SampleText, TrainSetLoss, ValidateAtEnd
 from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
+from gpt_lightning.train.callbacks.best_checkpoint import BestCheckpoint
 from gpt_lightning.train.callbacks.evaluation import eval_callbacks, eval_results
 from gpt_lightning.weights.export import export_model
 from gpt_lightning.weights.sources import build_model
@@ -72,7 +73,8 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
     The run folder is locked and checked first (see ``run_folder.guard``), so a second run
     into a folder that a live run holds stops before any weights are built.
     """
-    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export,
+                          ckpt_path=spec.run.ckpt_path):
         model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
                             tokenizer_vocab=TOKENIZER_VOCAB)
         lora = spec.finetune.lora if spec.finetune else None
@@ -83,7 +85,8 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     """Train ``model`` on ``spec.data`` as ``spec`` says; return the run's result dict."""
-    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=rank_zero_only.rank == 0, export=spec.run.export,
+                          ckpt_path=spec.run.ckpt_path):
         return _fit(spec, model, ctx)
 
 
@@ -155,10 +158,11 @@ def build_strategy(spec: TrainSpec, relaunch: Relaunch | None):
 def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Callback]:
     ckpt_dir = out / "checkpoints"
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
-                        save_top_k=1, auto_insert_metric_name=False),
+        BestCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
+                       save_top_k=1, auto_insert_metric_name=False),
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
+        ValidateAtEnd(),  # a run stopped by trainer.max_steps validates its last step
     ]
     s = c.samples
     if s.enabled:
@@ -227,11 +231,17 @@ def _config_dict(spec: TrainSpec, ctx: RunContext) -> dict:
     return {k: dataclasses.asdict(v) for k, v in parts.items()}
 
 
+def _last_val(trainer: L.Trainer) -> float | None:
+    """The last validation loss of the run's history (restored from its checkpoint), or None."""
+    history = next((cb for cb in trainer.callbacks if isinstance(cb, LossHistory)), None)
+    return float(history.val[-1][1]) if history is not None and history.val else None
+
+
 def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str]) -> dict:
     best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == "val/loss"), None)
     best_loss = float(best.best_model_score) if best is not None and best.best_model_score is not None else None
     final = trainer.callback_metrics.get("val/loss")
-    final = float(final) if final is not None else None
+    final = float(final) if final is not None else _last_val(trainer)  # a resume with nothing left to train
     record = next((cb for cb in trainer.callbacks if isinstance(cb, RunRecord)), None)
     session = record.current if record is not None else {}
     return {

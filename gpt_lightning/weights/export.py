@@ -32,13 +32,39 @@ from gpt_lightning.weights.model_card import CARD_FILE, LOSS_PLOT, card_facts, r
 from gpt_lightning.tokenizer import EOT_ID, EOT_TOKEN, bpe_file
 
 FACTS_FILE = "card.json"
+# Every file write_export may write: a folder holding only these (and card.json) is an earlier
+# export that may be replaced; any other file is the user's, and the export refuses the folder.
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+                          "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                          CARD_FILE, LOSS_PLOT, FACTS_FILE})
+
+
+def check_target(folder: Path, key: str = "out") -> None:
+    """One line unless ``folder`` is new, empty, or an earlier export (it holds card.json and
+    only the files an export writes): never replace a user's own files (a README.md, weights)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise bad_value(key, str(folder), "a file, not a folder; give a new or empty folder")
+    if not folder.is_dir():
+        return
+    found = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    others = sorted(found - EXPORT_FILES)
+    if found and (FACTS_FILE not in found or others):
+        shown = ", ".join((others or sorted(found))[:4])
+        raise bad_value(key, str(folder), f"holds files that no export of this project wrote ({shown}); "
+                        "give a new or empty folder so none of them is replaced")
 
 
 # ---- the folder ---------------------------------------------------------------------------------
 def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | None = None,
-                 sampling: Mapping | None = None) -> Path:
+                 sampling: Mapping | None = None, key: str = "out") -> Path:
     """Weights, tokenizer, generation config and model card of ``model`` in ``folder``."""
     folder = Path(folder)
+    check_target(folder, key)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise bad_value(key, str(folder), f"cannot be created ({err.strerror or err}); choose a writable folder") from None
     save_pretrained(model, folder)
     if model.config.vocab_size > EOT_ID:  # the GPT-2 tokenizer fits
         write_tokenizer_files(folder, model.config.context_length)
@@ -122,7 +148,7 @@ def export_model(trainer, module, folder: Path, extra_results: Mapping | None = 
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
                        history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
                        epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
-    return write_export(model, folder, facts, history, sampling=_sampling(record_state))
+    return write_export(model, folder, facts, history, sampling=_sampling(record_state), key="hydra.run.dir")
 
 
 def _sampling(record: Mapping | None) -> dict:
@@ -142,6 +168,7 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
                         ".safetensors file")
     if out.resolve() == (source if source.is_dir() else source.parent).resolve():
         raise bad_value("out", str(out), "a folder other than the one the weights are read from")
+    check_target(out)  # before reading any weights
     record = history = None
     step = tokens = epoch = None
     model_cfg: dict = {}

@@ -18,10 +18,17 @@ class LastCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
         self._step_seen: int | None = None
+        self._due = False  # a validation ended and the best checkpoint is chosen at the epoch's end
 
     @property
     def path(self) -> Path:
         return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def load_state_dict(self, state_dict) -> None:
+        # A resume from another run's folder: that folder's last.ckpt is not this one's (and
+        # Lightning would warn that it does not reload it).
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_started()
@@ -40,9 +47,21 @@ class LastCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         # Lightning (2.6) writes save_last at validation end only when a top-k checkpoint was
         # written in that step, and this callback keeps no top-k: with no step interval,
-        # last.ckpt is written here, after each validation.
+        # last.ckpt is written after each validation. When the validation ends an epoch, the
+        # best checkpoint (ModelCheckpoint) is chosen in on_train_epoch_end, so last.ckpt is
+        # written then, after it: it must hold the best checkpoint's path and score, or a
+        # resume from it forgets the best.
         super().on_validation_end(trainer, pl_module)
         if self._every_n_train_steps == 0 and not trainer.sanity_checking:
+            if self._should_save_on_train_epoch_end(trainer):
+                self._due = True
+            else:
+                self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._due:  # Lightning runs checkpoint callbacks last, in order: after the best one
+            self._due = False
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
