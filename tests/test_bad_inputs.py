@@ -210,14 +210,39 @@ def test_validation_interval_longer_than_an_epoch(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))  # stopped before the first step
 
 
-def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
+def test_sweep_lists_a_bad_job_goes_on_and_exits_1(tmp_path):
+    """Job folders are flat for any value (a path here); a failed job makes the sweep exit 1 after
+    its summary; a second sweep into the same folder stops at once with exit code 2."""
+    from omegaconf import OmegaConf
+
+    from gpt_lightning.runs.sweep import SweepSummary
+
+    from helpers import SHARED
+
+    verdict_path = tmp_path / "my data" / "verdict.txt"  # a path with a space, as a sweep value
+    verdict_path.parent.mkdir()
+    verdict_path.write_text((SHARED / "data" / "the-verdict.txt").read_text())
     sweep = tmp_path / "sweep"
-    proc = run_script("train.py", ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
-                                   "callbacks.samples.enabled=false", "data.batch_size=0,2",
-                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
+            "callbacks.samples.enabled=false", "data=text", f"data.path={verdict_path}", "data.batch_size=0,2",
+            f"hydra.sweep.dir={sweep}"]
+    proc = run_script("train.py", args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed (0_"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 2 and all((job / "result.json").is_file() for job in jobs)  # flat: no nested path folders
+    assert "data.path-_" in jobs[0].name and "/" not in jobs[0].name
     rows = [row for row in (sweep / "summary.md").read_text().splitlines()[2:] if row.startswith("| ")]
     assert len(rows) == 2
     assert "failed: data.batch_size=0 is invalid" in rows[0] and rows[1].rstrip(" |").endswith("ok")
     ok = json.loads(next(sweep.glob("1_*/result.json")).read_text())
     assert ok["global_step"] == 4
+    again = run_script("train.py", args, cwd=tmp_path, timeout=120)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith(
+        f"error: hydra.sweep.dir='{sweep}' is invalid: it holds the job folders of another sweep"), again.stderr[-3000:]
+    # the switch: fail_on_error=false writes the same summary and exits 0
+    SweepSummary(fail_on_error=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    with pytest.raises(SystemExit) as exit_:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert exit_.value.code == 1

@@ -24,6 +24,14 @@ from gpt_lightning.errors import ConfigError, bad_value, main_guard
 
 # conf/evaluate.yaml: the run folder is output_dir when given, else a dated one
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+# conf/base.yaml: sweep job folders named from their overrides, flat and safe for any value
+OmegaConf.register_new_resolver("job_folder", lambda overrides: _job_folder(overrides), replace=True)
+
+
+def _job_folder(overrides: str) -> str:
+    from gpt_lightning.runs.sweep import job_folder_name
+
+    return job_folder_name(overrides)
 
 
 def run(cfg: DictConfig, job: Callable[[dict, object], object]) -> object:

@@ -4,7 +4,10 @@ plot of their validation losses against tokens (``compare.png``, see compare.py)
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,24 @@ from gpt_lightning.runs.files import PLOT_FILE, RESULT_FILE
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
 EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status
+
+
+MAX_NAME = 120  # characters of a job folder's name from its overrides (file systems allow 255 bytes)
+
+
+def job_folder_name(overrides: str) -> str:
+    """A job folder's name from its overrides (``hydra.job.override_dirname``): one flat, portable
+    name for any value (paths, quotes, spaces), so a ``data.path=/x/y.txt`` job never nests
+    folders. Characters other than letters, digits and ``.,-_=+`` become ``_``; a long name is cut
+    and ends with a hash of the whole, so names stay distinct."""
+    name = re.sub(r"[^A-Za-z0-9.,=+_-]", "_", str(overrides))
+    if len(name) > MAX_NAME:
+        name = name[: MAX_NAME - 9] + "-" + hashlib.sha1(str(overrides).encode()).hexdigest()[:8]
+    return name
+
+
+def failed(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if str(row.get("status") or "").startswith("failed")]
 
 
 def _fmt(value: Any) -> str:
@@ -80,9 +101,36 @@ def _plot(sweep_dir: Path) -> Path | None:
 
 
 class SweepSummary(Callback):
-    """Writes ``summary.md`` and ``summary.csv`` in the sweep folder when a multirun ends."""
+    """Writes ``summary.md`` and ``summary.csv`` in the sweep folder when a multirun ends.
+
+    A sweep folder holds one sweep: a second sweep into a folder with job folders stops at
+    once (exit code 2), since its jobs would land in the first sweep's folders. When any job
+    failed, the sweep exits with code 1 after the summary (``fail_on_error: false``, i.e.
+    ``hydra.callbacks.sweep_summary.fail_on_error=false``, exits 0), so scripts and CI notice.
+    """
+
+    def __init__(self, fail_on_error: bool = True) -> None:
+        self.fail_on_error = fail_on_error
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if sweep_dir.is_dir() else []
+        if jobs:
+            print(f"error: hydra.sweep.dir={str(sweep_dir)!r} is invalid: it holds the job folders of another "
+                  f"sweep ({', '.join(jobs[:3])}); choose a new hydra.sweep.dir (sweeps never share a folder)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))
+        if not sweep_dir.is_dir():
+            return
+        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))
+        rows = summarize(sweep_dir)
+        bad = failed(rows)
+        if bad and self.fail_on_error:
+            print(f"error: {len(bad)} of {len(rows)} jobs failed ({', '.join(r['job'] for r in bad[:3])}); see "
+                  f"{sweep_dir / 'summary.md'} (hydra.callbacks.sweep_summary.fail_on_error=false exits 0)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)
