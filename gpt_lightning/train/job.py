@@ -36,7 +36,9 @@ from gpt_lightning.train.checkpoint_io import AtomicCheckpointIO
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
 from gpt_lightning.train.distributed import JobDDPStrategy, JobFSDPStrategy, Relaunch, job_scope
 from gpt_lightning.errors import bad_value
+from gpt_lightning.train import quiet
 from gpt_lightning.train.callbacks.best_checkpoint import BestCheckpoint
+from gpt_lightning.train.callbacks.summary import ParameterSummary
 from gpt_lightning.train.callbacks.evaluation import eval_callbacks, eval_results
 from gpt_lightning.weights.export import export_model
 from gpt_lightning.weights.sources import build_model
@@ -163,6 +165,7 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
         LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
         LossHistory(out_dir=str(out)),
         ValidateAtEnd(),  # a run stopped by trainer.max_steps validates its last step
+        ParameterSummary(),  # one line in place of Lightning's table
     ]
     s = c.samples
     if s.enabled:
@@ -215,10 +218,12 @@ def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,
         logger=build_logger(spec, out),
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(out),
+        enable_model_summary=False,  # ParameterSummary says it in one line
         use_distributed_sampler=False,  # our samplers shard across ranks and resume mid-epoch
     )
 
 
+quiet.install()  # no Lightning line a user cannot act on (see quiet.py)
 # Our samplers do resume mid-epoch (data/sampler.py); Lightning cannot see that and warns.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 

@@ -70,5 +70,5 @@ class LastCheckpoint(ModelCheckpoint):
 
     def _save(self, trainer: L.Trainer) -> None:
         if trainer.global_step != self._last_global_step_saved:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
