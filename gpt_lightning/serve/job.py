@@ -35,6 +35,9 @@ class ServeConfig:
     max_tokens_cap: int = 1024
     default_max_tokens: int = 128
     shutdown_timeout: float | None = 60.0
+    api_key: str | None = None
+    max_request_bytes: int = 1_000_000
+    request_timeout: float = 30.0
     seed: int = 123
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     device: str = "auto"
@@ -52,6 +55,13 @@ class ServeConfig:
                 raise bad_value(key, getattr(self, key), "an integer >= 1")
         if self.default_max_tokens > self.max_tokens_cap:
             raise bad_value("default_max_tokens", self.default_max_tokens, f"at most max_tokens_cap={self.max_tokens_cap}")
+        if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
+            raise bad_value("api_key", "<hidden>", "at least 8 characters, or null (or unset) for no key; "
+                            "e.g. api_key=$(python -c 'import secrets; print(secrets.token_urlsafe())')")
+        if self.max_request_bytes < 1024:
+            raise bad_value("max_request_bytes", self.max_request_bytes, "an integer >= 1024 (bytes of a request body)")
+        if not self.request_timeout > 0:
+            raise bad_value("request_timeout", self.request_timeout, "a number of seconds > 0")
         if self.shutdown_timeout is not None and self.shutdown_timeout <= 0:
             raise bad_value("shutdown_timeout", self.shutdown_timeout,
                             "a number of seconds > 0, or null to wait without limit")
@@ -90,10 +100,19 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
     sock = bind(cfg.host, cfg.port)  # a taken port fails now, before the weights load
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)
+    from gpt_lightning.serve.limits import api_key
+
+    key = api_key(cfg.api_key)
     settings = ServeSettings(model_name=model_name(cfg), max_tokens_cap=cfg.max_tokens_cap,
-                             default_max_tokens=cfg.default_max_tokens, retry_after=cfg.retry_after)
+                             default_max_tokens=cfg.default_max_tokens, retry_after=cfg.retry_after,
+                             api_key=key, max_request_bytes=cfg.max_request_bytes,
+                             request_timeout=cfg.request_timeout)
     scheduler = Scheduler(model, max_batch_size=cfg.max_batch_size, queue_size=cfg.queue_size)
     app = create_app(scheduler, tok, settings)
     print(f"serving {settings.model_name!r} at {url_of(sock)} (chat page at /, API at /v1; "
           "Ctrl-C or SIGTERM stops after the requests in flight)", file=sys.stderr, flush=True)
-    run_server(app, sock, log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout)
+    if key is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: host={cfg.host} opens the server beyond this machine without an API key; set api_key= "
+              "or GPT_LIGHTNING_API_KEY", file=sys.stderr, flush=True)
+    run_server(app, sock, log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout,
+               request_timeout=cfg.request_timeout)
