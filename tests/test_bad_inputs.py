@@ -246,3 +246,48 @@ def test_sweep_lists_a_bad_job_goes_on_and_exits_1(tmp_path):
     with pytest.raises(SystemExit) as exit_:
         SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert exit_.value.code == 1
+
+
+# ---- silent wrong results: now refused or made right ----------------------------------------------
+def test_tiny_positive_temperatures_sample_the_most_likely_token():
+    """logits / 1e-40 overflows float32 (inf - inf = NaN): every tiny temperature acts as greedy."""
+    from gpt_lightning.generate.sampling import generate, process_logits, sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50) * 20
+    for temperature in (1e-45, 1e-40, 1e-30, 1e-8):
+        processed = process_logits(logits, None, temperature=temperature, top_k=5, top_p=0.9)
+        assert not processed.isnan().any()
+        for u in (0.0, 0.5, 0.999999):
+            assert torch.equal(sample(processed, torch.full((3,), u, dtype=torch.float64)), logits.argmax(-1))
+    model = GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=2, n_heads=4)).eval()
+    greedy = generate(model, [[1, 2, 3]], max_new_tokens=6, temperature=0.0)
+    assert generate(model, [[1, 2, 3]], max_new_tokens=6, temperature=1e-40, seed=1) == greedy
+    for bad in (float("inf"), float("nan"), -1e-9):
+        with pytest.raises(ConfigError, match=r"temperature=.* is invalid: a number >= 0"):
+            generate(model, [[1]], max_new_tokens=1, temperature=bad)
+
+
+def test_stop_strings_typed_with_backslashes_mean_what_they_say():
+    values = plain(compose_config("generate", ['stop=["\\n\\n","a\\tb","c\\\\n"]']))
+    assert parse(GenerateConfig, values, "").stop == ["\n\n", "a\tb", "c\\n"]
+
+
+def test_export_never_replaces_a_users_files(tmp_path):
+    from gpt_lightning.weights.export import export_checkpoint
+
+    torch.manual_seed(0)
+    source = save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=1, n_heads=2)),
+                             tmp_path / "source")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    with pytest.raises(ConfigError, match=r"out='.*mine' is invalid: holds files that no export of this project "
+                                          r"wrote \(README.md\); give a new or empty folder"):
+        export_checkpoint(source, mine)
+    assert (mine / "README.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["README.md"]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match=r"out='.*a_file' is invalid: a file, not a folder"):
+        export_checkpoint(source, tmp_path / "a_file")
+    first = export_checkpoint(source, tmp_path / "new")  # a new folder, then the same export again into it
+    assert export_checkpoint(source, first) == first and (first / "card.json").is_file()
