@@ -291,3 +291,30 @@ def test_export_never_replaces_a_users_files(tmp_path):
         export_checkpoint(source, tmp_path / "a_file")
     first = export_checkpoint(source, tmp_path / "new")  # a new folder, then the same export again into it
     assert export_checkpoint(source, first) == first and (first / "card.json").is_file()
+
+
+CHECKED_BEFORE_THE_RUN = [
+    (["seed=null"], r"^seed=None is invalid: an integer"),  # the key as typed, not run.seed
+    (["export=null"], r"^export=None is invalid: true or false"),
+    (["data.num_workers=-1"], r"data.num_workers=-1 is invalid: an integer >= 0"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=bogus://x"], r"logger.mlflow.tracking_uri='bogus://x' is invalid: a URI"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"], r"is invalid: no MLflow server answers at 127.0.0.1:9"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CHECKED_BEFORE_THE_RUN, ids=[" ".join(c[0]) for c in CHECKED_BEFORE_THE_RUN])
+def test_values_checked_before_the_run(tmp_path, overrides, message):
+    from gpt_lightning.train.job import build_logger
+
+    with pytest.raises(ConfigError, match=message) as err:
+        spec = train_spec(plain(compose_config(T, overrides)))
+        build_logger(spec, tmp_path)  # the trackers are built before the Trainer starts
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("transformer_engine") is not None,
+                    reason="transformer_engine is installed here")
+def test_precision_that_needs_a_missing_package():
+    with pytest.raises(ConfigError, match=r"trainer.precision='transformer-engine' is invalid: needs NVIDIA's "
+                                          r"transformer_engine package, which is not installed"):
+        train_spec(plain(compose_config(T, ["trainer.precision=transformer-engine"])))

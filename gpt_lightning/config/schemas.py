@@ -280,6 +280,7 @@ class TrainerConfig:
             raise bad_value("trainer.precision", self.precision,
                             "null (bf16-mixed on GPUs that have it, else 32-true) or one of "
                             "32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true")
+        self._check_precision_runs_here()
         if self.max_epochs < -1 or self.max_epochs == 0:
             raise bad_value("trainer.max_epochs", self.max_epochs, "an integer >= 1 (or -1: no limit)")
         if self.max_steps < -1 or self.max_steps == 0:
@@ -337,6 +338,11 @@ class TrainerConfig:
         config._check_extra()
         return config
 
+    def _check_precision_runs_here(self) -> None:
+        problem = self.precision is not None and _precision_problem(self.precision, str(self.accelerator))
+        if problem:
+            raise bad_value("trainer.precision", self.precision, problem)
+
     def kwargs(self) -> dict:
         """Keyword arguments for ``lightning.Trainer`` (precision null resolved for this machine)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -352,6 +358,16 @@ class TrainerConfig:
         if self.devices in ("auto", -1):
             return self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
         return self.devices > 1
+
+
+def _precision_problem(precision, accelerator: str) -> str | None:
+    """Why ``precision`` cannot run here (a package it needs is missing), or None."""
+    import importlib.util
+
+    if precision == "transformer-engine" and importlib.util.find_spec("transformer_engine") is None:
+        return ("needs NVIDIA's transformer_engine package, which is not installed (pip install "
+                "'transformer-engine[pytorch]' on a CUDA machine); or use bf16-mixed")
+    return None
 
 
 def resolve_precision(precision):
@@ -601,7 +617,7 @@ def train_spec(values: Mapping) -> TrainSpec:
 
     require_given(values)
     values = split_known(values, TRAIN_KEYS, "this run")
-    run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "run")
+    run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "")  # top-level keys: named as typed (seed, export)
     model = parse(GPTConfig, values.get("model") or {}, "model")
     init = parse(InitConfig, values.get("init") or {"name": "scratch"}, "init")
     strategy_node = dict(values.get("strategy") or {"name": "auto"})

@@ -57,6 +57,8 @@ class PretrainDataModule(ResumableDataModule):
         for key, value in (("data.max_length", max_length), ("data.batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise bad_value(key, value, "a positive integer")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise bad_value("data.num_workers", num_workers, "an integer >= 0 (0 = load batches in the main process)")
         stride = max_length if stride is None else stride
         if not isinstance(stride, int) or stride < 1:
             raise bad_value("data.stride", stride, "a positive integer (or null for data.max_length)")
