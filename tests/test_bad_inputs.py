@@ -318,3 +318,20 @@ def test_precision_that_needs_a_missing_package():
     with pytest.raises(ConfigError, match=r"trainer.precision='transformer-engine' is invalid: needs NVIDIA's "
                                           r"transformer_engine package, which is not installed"):
         train_spec(plain(compose_config(T, ["trainer.precision=transformer-engine"])))
+
+
+def test_compare_shows_every_run_when_one_has_a_corrupt_file(tmp_path, caplog):
+    from gpt_lightning.runs.compare import compare
+
+    for name, result, history in (("good", '{"best_val_loss": 5.5, "overrides": ["a=1"]}', '{"val": [[10, 6.0, 1.0]]}'),
+                                  ("cut_result", '{"best_val_loss": 5.', '{"val": [[10, 6.0, 1.0]]}'),
+                                  ("cut_history", '{"best_val_loss": 4.25, "overrides": ["a=2"]}', '{"val": [[10')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(result)
+        (tmp_path / name / "history.json").write_text(history)
+    text, plot = compare([tmp_path], out=tmp_path / "compare.png")
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    assert set(rows) == {"good", "cut_result", "cut_history"}
+    assert "5.5000" in rows["good"] and "4.2500" in rows["cut_history"]
+    assert plot is not None and plot.is_file()  # the good run's curve
+    assert "cut_result/result.json cannot be read" in caplog.text and "cut_history/history.json cannot be read" in caplog.text

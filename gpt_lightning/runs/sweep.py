@@ -53,7 +53,11 @@ def summarize(sweep_dir: Path) -> list[dict]:
                       key=lambda p: (len(p.name.split("_")[0]), p.name)):
         result = job / RESULT_FILE
         if result.is_file():
-            row = json.loads(result.read_text())
+            try:
+                row = json.loads(result.read_text())
+                row = row if isinstance(row, dict) else {"status": "failed (unreadable result.json)"}
+            except (OSError, ValueError):
+                row = {"status": "failed (unreadable result.json)"}
             row.setdefault("status", "ok")
         else:
             row = {"status": "failed (no result.json)"}
