@@ -73,6 +73,7 @@ CASES = [
     (T, ["+optim.momentum=0.9"], r"optim.momentum=0.9 is invalid: not a optim key; known keys"),
     # callbacks and perf
     (T, ["callbacks.checkpoint.every_n_train_steps=0"], r"callbacks.checkpoint.every_n_train_steps=0 is invalid"),
+    (T, ["callbacks.checkpoint.every_n_minutes=-1"], r"callbacks.checkpoint.every_n_minutes=-1.0 is invalid: a number of minutes"),
     (T, ["callbacks.samples.max_new_tokens=0"], r"callbacks.samples.max_new_tokens=0 is invalid"),
     (T, ["callbacks.samples.temperature=-1"], r"callbacks.samples.temperature=-1.0 is invalid"),
     (T, ["callbacks.early_stopping.patience=0"], r"callbacks.early_stopping.patience=0 is invalid"),

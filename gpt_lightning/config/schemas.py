@@ -410,9 +410,13 @@ class FSDPConfig:
 @dataclass
 class CheckpointConfig:
     every_n_train_steps: int | None = None  # also write last.ckpt every N optimizer steps
+    every_n_minutes: float | None = 10.0  # after a validation, write last.ckpt only this often; null = every time
 
     def __post_init__(self) -> None:
         _positive("callbacks.checkpoint.every_n_train_steps", self.every_n_train_steps, allow_none=True)
+        if self.every_n_minutes is not None and not self.every_n_minutes >= 0:
+            raise bad_value("callbacks.checkpoint.every_n_minutes", self.every_n_minutes,
+                            "a number of minutes >= 0 (0 or null = after every validation)")
 
 
 @dataclass

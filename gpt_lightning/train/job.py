@@ -162,7 +162,8 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     callbacks: list[L.Callback] = [
         BestCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor="val/loss", mode="min",
                        save_top_k=1, auto_insert_metric_name=False),
-        LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
+        LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps,
+                       every_n_minutes=c.checkpoint.every_n_minutes),
         LossHistory(out_dir=str(out)),
         ValidateAtEnd(),  # a run stopped by trainer.max_steps validates its last step
         ParameterSummary(),  # one line in place of Lightning's table

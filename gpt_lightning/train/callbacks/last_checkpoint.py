@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -13,11 +14,19 @@ from gpt_lightning.train.preemption import PREEMPTION
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt``: every N steps (or at each validation), once more when training ends, so
     the file always holds the final state of a finished run, and when a pre-emption signal
-    arrives (see ``preemption``): at the end of that optimizer step, then the process exits."""
+    arrives (see ``preemption``): at the end of that optimizer step, then the process exits.
 
-    def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
+    ``every_n_minutes`` spares the disk: after a validation, last.ckpt is written only when that
+    many minutes have passed since it was last written (or training started), so a long run
+    rewrites its (large) last.ckpt a few times an hour rather than after every epoch, and a
+    crash loses at most that much training; the end of training and a pre-emption signal
+    always write it. None: after every validation."""
+
+    def __init__(self, dirpath, every_n_train_steps: int | None = None, every_n_minutes: float | None = None) -> None:
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
         self._step_seen: int | None = None
+        self._interval_s = None if every_n_minutes is None else 60.0 * every_n_minutes
+        self._written_at = time.monotonic()
         self._due = False  # a validation ended and the best checkpoint is chosen at the epoch's end
 
     @property
@@ -36,6 +45,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_started()
         self._step_seen = trainer.global_step
+        self._written_at = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -56,12 +66,16 @@ class LastCheckpoint(ModelCheckpoint):
             if self._should_save_on_train_epoch_end(trainer):
                 self._due = True
             else:
-                self._save(trainer)
+                self._save_if_due(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._due:  # Lightning runs checkpoint callbacks last, in order: after the best one
             self._due = False
+            self._save_if_due(trainer)
+
+    def _save_if_due(self, trainer: L.Trainer) -> None:
+        if self._interval_s is None or time.monotonic() - self._written_at >= self._interval_s:
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
@@ -72,3 +86,4 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.global_step != self._last_global_step_saved:
             trainer.save_checkpoint(self.path, weights_only=False)
             self._last_global_step_saved = trainer.global_step
+            self._written_at = time.monotonic()
