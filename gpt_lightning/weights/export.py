@@ -11,7 +11,7 @@
 transformers' ``AutoTokenizer``, ``AutoModelForCausalLM`` and ``pipeline("text-generation")``
 open the folder as it is, offline. From the command line:
 
-    python -m gpt_lightning.weights.export outputs/train/<run>/checkpoints/best-step180.ckpt my_export
+    python -m gpt_lightning.weights.export outputs/train/<run>/checkpoints/best-step<N>.ckpt my_export
 """
 
 from __future__ import annotations
