@@ -336,3 +336,30 @@ def test_compare_shows_every_run_when_one_has_a_corrupt_file(tmp_path, caplog):
     assert "5.5000" in rows["good"] and "4.2500" in rows["cut_history"]
     assert plot is not None and plot.is_file()  # the good run's curve
     assert "cut_result/result.json cannot be read" in caplog.text and "cut_history/history.json cannot be read" in caplog.text
+
+
+def test_lora_rank_larger_than_the_layer():
+    from gpt_lightning.lora import apply_lora
+
+    model = GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=1, n_heads=2))
+    with pytest.raises(ConfigError, match=r"finetune.lora.rank=33 is invalid: at most 32, the smaller side of the "):
+        apply_lora(model, 33)
+    assert all(p.requires_grad for p in model.parameters())  # refused before anything changed
+
+
+def test_draft_errors_name_draft_keys_and_a_shorter_context_is_refused(tmp_path):
+    from gpt_lightning.generate.job import draft_init
+
+    for name, context in (("target", 64), ("draft", 32)):
+        save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=context, n_embd=32, n_layers=1, n_heads=2)),
+                        tmp_path / name)
+
+    def config(*draft):
+        return parse(GenerateConfig, plain(compose_config("generate", ["init=checkpoint", f"init.path={tmp_path / 'target'}",
+                                                                        *draft])), "")
+
+    with pytest.raises(ConfigError, match=r"^draft.path='.*nope' is invalid"):
+        draft_init(config("draft.init=checkpoint", f"draft.path={tmp_path / 'nope'}"))
+    with pytest.raises(ConfigError, match=r"^draft.init='checkpoint' is invalid: its context_length=32 is shorter "
+                                          r"than the target's 64"):
+        draft_init(config("draft.init=checkpoint", f"draft.path={tmp_path / 'draft'}"))

@@ -16,7 +16,7 @@ from typing import Iterable, Literal
 
 
 from gpt_lightning.config.schemas import parse
-from gpt_lightning.errors import bad_value
+from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.generate.sampling import (StreamDecoder, check_settings, generate, trim_at_stop)
 from gpt_lightning.weights.sources import INITS, InitConfig, planned_config
 from gpt_lightning.model import GPT, GPTConfig
@@ -124,13 +124,25 @@ def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = ()) -> InitConfig 
     if cfg.num_beams > 1:
         raise bad_value("num_beams", cfg.num_beams, "speculative decoding (draft.init) samples or decodes "
                         "greedily; set num_beams=1 or draft.init=null")
-    init = InitConfig(d.init, d.path)
     target = planned_config(cfg.init, cfg.model, explicit)
-    draft = planned_config(init, {})
+    try:
+        init = InitConfig(d.init, d.path)
+        draft = planned_config(init, {})
+    except ConfigError as err:  # the init group's checks name init.*: the user typed draft.*
+        raise ConfigError(_as_draft_keys(str(err))) from None
     if draft.vocab_size != target.vocab_size:
         raise bad_value("draft.init", d.init, f"its vocab_size={draft.vocab_size} differs from the "
                         f"target's {target.vocab_size}; the draft must share the target's tokenizer")
+    if draft.context_length < target.context_length:
+        raise bad_value("draft.init", d.init, f"its context_length={draft.context_length} is shorter than the "
+                        f"target's {target.context_length}, so every completion would stop at "
+                        f"{draft.context_length} tokens; use a draft with the target's context, or draft.init=null")
     return init
+
+
+def _as_draft_keys(message: str) -> str:
+    """An init-group error about the draft, with the keys the user typed (draft.path, draft.init)."""
+    return re.sub(r"\binit\.path\b", "draft.path", re.sub(r"\binit(\.name)?(?=[=' ])", "draft.init", message))
 
 
 def pick_generate(draft: GPT | None, k: int):
