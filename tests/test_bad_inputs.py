@@ -363,3 +363,19 @@ def test_draft_errors_name_draft_keys_and_a_shorter_context_is_refused(tmp_path)
     with pytest.raises(ConfigError, match=r"^draft.init='checkpoint' is invalid: its context_length=32 is shorter "
                                           r"than the target's 64"):
         draft_init(config("draft.init=checkpoint", f"draft.path={tmp_path / 'draft'}"))
+
+
+def test_callbacks_eval_errors_name_callbacks_eval_keys():
+    from gpt_lightning.train.callbacks.evaluation import eval_callbacks
+
+    with pytest.raises(ConfigError, match=r"^callbacks.eval.limit=-1 is invalid: an integer >= 1 or null"):
+        eval_callbacks({"tasks": ["hellaswag"], "limit": -1, "every_n_steps": None, "batch_size": 16})
+
+
+def test_export_source_errors_name_the_source(tmp_path):
+    from gpt_lightning.weights.export import export_checkpoint
+
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match=r"^source='.*bad.safetensors' is invalid") as err:
+        export_checkpoint(tmp_path / "bad.safetensors", tmp_path / "out")
+    assert "init." not in str(err.value)

@@ -184,7 +184,13 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
 
         stored = read_config(source)
         model_cfg = stored.to_dict() if stored else {}
-    model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
+    try:
+        model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
+    except ConfigError as err:  # the init group's checks name init.path: here it is SOURCE
+        import re
+
+        raise ConfigError(re.sub(r"\binit\.path\b", "source", str(err)).replace(
+            "init=checkpoint init.path=", "python -m gpt_lightning.weights.export ")) from None
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
     return write_export(model, out, facts, history, sampling=_sampling(record))

@@ -94,6 +94,7 @@ def eval_callbacks(settings: Mapping | None, strategy: str = "auto") -> list[Eva
         return []
     names = task_names(c.tasks, f"{KEY}.tasks", allowed=TRAINING_TASKS)
     check_count(f"{KEY}.every_n_steps", c.every_n_steps)
+    check_count(f"{KEY}.limit", c.get("limit"))
     check_count(f"{KEY}.batch_size", c.batch_size, allow_none=False)
     if strategy == "fsdp":
         raise bad_value(f"{KEY}.tasks", names, "not with strategy=fsdp (its ranks hold shards of the weights); "
