@@ -8,6 +8,7 @@ that stderr is a single ``error:`` line, and that a sweep lists a bad job and go
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -186,6 +187,15 @@ def test_advice_for_a_tiny_text_is_a_value_that_runs(tmp_path):
         dm.setup()
     fits = int(err.value.args[0].rsplit("data.max_length<=", 1)[1].split()[0])
     PretrainDataModule(name="text", path=str(longer), max_length=fits, cache=str(tmp_path / "c"), progress=False).setup()
+
+    # the advised size counts data.val_fraction: a text of that many tokens then runs
+    small_val = dict(name="text", max_length=16, val_fraction=0.05, cache=str(tmp_path / "c"), progress=False)
+    with pytest.raises(ConfigError, match=r"give it at least ([\d,]+) tokens") as err:
+        PretrainDataModule(path=str(tiny), **small_val).setup()
+    least = int(re.search(r"at least ([\d,]+) tokens", str(err.value)).group(1).replace(",", ""))
+    enough = tmp_path / "enough.txt"
+    enough.write_text("word" + " word" * (least - 1))  # one token each
+    PretrainDataModule(path=str(enough), **small_val).setup()
 
 
 @pytest.mark.parametrize("args, message", [
