@@ -64,7 +64,8 @@ def _make(name: str, settings: Mapping, context_length: int, limit: int | None) 
     if name == "hellaswag":
         from gpt_lightning.evaluate.hellaswag import HellaSwag, load_records
 
-        return HellaSwag(load_records(settings["hellaswag"].get("path"), limit))
+        section = settings["hellaswag"]
+        return HellaSwag(load_records(section.get("path"), limit), method=section.get("method") or "nanogpt")
     if name == "lambada":
         from gpt_lightning.evaluate.lambada import Lambada, load_records
 
