@@ -476,6 +476,7 @@ def test_a_finished_run_folder_is_refused_continued_by_auto_and_resumed_elsewher
     done = run_job("train", first, job)  # stops at step 2 of a 4-batch epoch: validated there all the same
     assert done["best_val_loss"] is not None and (first / "checkpoints" / "best-step2.ckpt").is_file()
     assert done["best_val_loss"] == _card_best(first)
+    assert json.loads((first / "export" / "card.json").read_text())["results"]["epoch"] == 0  # 2 of 4 batches: none completed
     for name in ("README.md", "card.json"):  # the card carries no absolute path of this machine
         card = (first / "export" / name).read_text()
         assert str(tmp_path) not in card and os.environ["GPT_LIGHTNING_DATA_DIR"] not in card, name

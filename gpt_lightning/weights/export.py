@@ -147,7 +147,8 @@ def export_model(trainer, module, folder: Path, extra_results: Mapping | None = 
     record_state = record.state_dict() if record is not None else None
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
                        history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
-                       epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
+                       epoch=trainer.fit_loop.epoch_progress.current.processed, extra_results=extra_results,
+                       source="this run")
     return write_export(model, folder, facts, history, sampling=_sampling(record_state), key="hydra.run.dir")
 
 
@@ -178,7 +179,7 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
         callbacks = ckpt.get("callbacks") or {}
         record = next((v for k, v in callbacks.items() if str(k).startswith(RunRecord.__qualname__)), None)
         history = next((v for k, v in callbacks.items() if str(k).startswith("LossHistory")), None)
-        step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), ckpt.get("epoch")
+        step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), _epochs_completed(ckpt)
     else:
         from gpt_lightning.weights.hf_io import read_config
 
@@ -194,6 +195,15 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
     return write_export(model, out, facts, history, sampling=_sampling(record))
+
+
+def _epochs_completed(ckpt: dict) -> int | None:
+    """Epochs whose batches all ran: the fit loop's processed count (the checkpoint's ``epoch`` is
+    the index of the epoch it was written in, one less than that at an epoch's end)."""
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError, ValueError):
+        return ckpt.get("epoch")
 
 
 def _read_checkpoint(path: Path) -> dict:
