@@ -250,6 +250,13 @@ def fetch(name: str, source: Source, path: str | Path | None = None, subdir: str
     try:
         return download(source, cached)
     except DownloadError as err:  # offline or unreachable; other problems keep their own message
+        problem = verify(cached, source) if cached.is_file() else None
+        if problem:  # a cached copy exists but is damaged: say so, not "not available"
+            raise ConfigError(
+                f"the cached {name} at {cached} is corrupt ({problem}) and a fresh copy could not be "
+                f"downloaded ({err.reason}); delete {cached} and run again with internet, or set "
+                f"GPT_LIGHTNING_DATA_DIR to a folder that holds a good {name}, or pass {key}=/path/to/{name}"
+            ) from None
         raise ConfigError(
             f"{name} is not available offline: {err}. Set GPT_LIGHTNING_DATA_DIR to a folder that "
             f"holds {name}, or pass {key}=/path/to/{name}"

@@ -42,6 +42,15 @@ def apply_lora(model: GPT, rank: int, alpha: float = 16.0, dropout: float = 0.0,
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         raise bad_value("finetune.lora.targets", list(targets), f"names among {list(TARGETS)}")
+    layers = [(name, layer) for block in model.blocks for parent in (block.attn, block.mlp)
+              for name in targets if isinstance(layer := getattr(parent, name, None), nn.Linear)]
+    if layers:
+        name, smallest = min(layers, key=lambda nl: min(nl[1].in_features, nl[1].out_features))
+        most = min(smallest.in_features, smallest.out_features)
+        if rank > most:
+            raise bad_value("finetune.lora.rank", rank, f"at most {most}, the smaller side of the {name} layers "
+                            f"({smallest.in_features} x {smallest.out_features}); a rank that large is no "
+                            "low-rank update: use a smaller rank, or fine-tune every weight with finetune.lora.rank=0")
     for p in model.parameters():
         p.requires_grad_(False)
     for block in model.blocks:

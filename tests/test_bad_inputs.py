@@ -8,6 +8,7 @@ that stderr is a single ``error:`` line, and that a sweep lists a bad job and go
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -77,6 +78,7 @@ CASES = [
     (T, ["+optim.momentum=0.9"], r"optim.momentum=0.9 is invalid: not a optim key; known keys"),
     # callbacks and perf
     (T, ["callbacks.checkpoint.every_n_train_steps=0"], r"callbacks.checkpoint.every_n_train_steps=0 is invalid"),
+    (T, ["callbacks.checkpoint.every_n_minutes=-1"], r"callbacks.checkpoint.every_n_minutes=-1.0 is invalid: a number of minutes"),
     (T, ["callbacks.samples.max_new_tokens=0"], r"callbacks.samples.max_new_tokens=0 is invalid"),
     (T, ["callbacks.samples.temperature=-1"], r"callbacks.samples.temperature=-1.0 is invalid"),
     (T, ["callbacks.early_stopping.patience=0"], r"callbacks.early_stopping.patience=0 is invalid"),
@@ -275,6 +277,15 @@ def test_advice_for_a_tiny_text_is_a_value_that_runs(tmp_path):
     fits = int(err.value.args[0].rsplit("data.max_length<=", 1)[1].split()[0])
     PretrainDataModule(name="text", path=str(longer), max_length=fits, cache=str(tmp_path / "c"), progress=False).setup()
 
+    # the advised size counts data.val_fraction: a text of that many tokens then runs
+    small_val = dict(name="text", max_length=16, val_fraction=0.05, cache=str(tmp_path / "c"), progress=False)
+    with pytest.raises(ConfigError, match=r"give it at least ([\d,]+) tokens") as err:
+        PretrainDataModule(path=str(tiny), **small_val).setup()
+    least = int(re.search(r"at least ([\d,]+) tokens", str(err.value)).group(1).replace(",", ""))
+    enough = tmp_path / "enough.txt"
+    enough.write_text("word" + " word" * (least - 1))  # one token each
+    PretrainDataModule(path=str(enough), **small_val).setup()
+
 
 @pytest.mark.parametrize("args, message", [
     (["trainer.gradient_clip_val=-1"], "error: trainer.gradient_clip_val=-1.0 is invalid"),
@@ -299,14 +310,172 @@ def test_validation_interval_longer_than_an_epoch(tmp_path):
     assert not list(tmp_path.rglob("*.ckpt"))  # stopped before the first step
 
 
-def test_sweep_lists_a_bad_job_and_goes_on(tmp_path):
+def test_sweep_lists_a_bad_job_goes_on_and_exits_1(tmp_path):
+    """Job folders are flat for any value (a path here); a failed job makes the sweep exit 1 after
+    its summary; a second sweep into the same folder stops at once with exit code 2."""
+    from omegaconf import OmegaConf
+
+    from gpt_lightning.cli.hydra_adapter import SweepSummary
+
+    from helpers import SHARED
+
+    verdict_path = tmp_path / "my data" / "verdict.txt"  # a path with a space, as a sweep value
+    verdict_path.parent.mkdir()
+    verdict_path.write_text((SHARED / "data" / "the-verdict.txt").read_text())
     sweep = tmp_path / "sweep"
-    proc = run_script("train.py", ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
-                                   "callbacks.samples.enabled=false", "data.batch_size=0,2",
-                                   f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ["-m", "debug=smoke", "trainer.enable_progress_bar=false", "logger=none",
+            "callbacks.samples.enabled=false", "data=text", f"data.path={verdict_path}", "data.batch_size=0,2",
+            f"hydra.sweep.dir={sweep}"]
+    proc = run_script("train.py", args, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 jobs failed (0_"), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 2 and all((job / "result.json").is_file() for job in jobs)  # flat: no nested path folders
+    assert "data.path-_" in jobs[0].name and "/" not in jobs[0].name
     rows = [row for row in (sweep / "summary.md").read_text().splitlines()[2:] if row.startswith("| ")]
     assert len(rows) == 2
     assert "failed: data.batch_size=0 is invalid" in rows[0] and rows[1].rstrip(" |").endswith("ok")
     ok = json.loads(next(sweep.glob("1_*/result.json")).read_text())
     assert ok["global_step"] == 4
+    again = run_script("train.py", args, cwd=tmp_path, timeout=120)
+    assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith(
+        f"error: hydra.sweep.dir='{sweep}' is invalid: it holds the job folders of another sweep"), again.stderr[-3000:]
+    # the switch: fail_on_error=false writes the same summary and exits 0
+    SweepSummary(fail_on_error=False).on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    with pytest.raises(SystemExit) as exit_:
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
+    assert exit_.value.code == 1
+
+
+# ---- silent wrong results: now refused or made right ----------------------------------------------
+def test_tiny_positive_temperatures_sample_the_most_likely_token():
+    """logits / 1e-40 overflows float32 (inf - inf = NaN): every tiny temperature acts as greedy."""
+    from gpt_lightning.generate.sampling import generate, process_logits, sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50) * 20
+    for temperature in (1e-45, 1e-40, 1e-30, 1e-8):
+        processed = process_logits(logits, None, temperature=temperature, top_k=5, top_p=0.9)
+        assert not processed.isnan().any()
+        for u in (0.0, 0.5, 0.999999):
+            assert torch.equal(sample(processed, torch.full((3,), u, dtype=torch.float64)), logits.argmax(-1))
+    model = GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=2, n_heads=4)).eval()
+    greedy = generate(model, [[1, 2, 3]], max_new_tokens=6, temperature=0.0)
+    assert generate(model, [[1, 2, 3]], max_new_tokens=6, temperature=1e-40, seed=1) == greedy
+    for bad in (float("inf"), float("nan"), -1e-9):
+        with pytest.raises(ConfigError, match=r"temperature=.* is invalid: a number >= 0"):
+            generate(model, [[1]], max_new_tokens=1, temperature=bad)
+
+
+def test_stop_strings_typed_with_backslashes_mean_what_they_say():
+    values = plain(compose_config("generate", ['stop=["\\n\\n","a\\tb","c\\\\n"]']))
+    assert parse(GenerateConfig, values, "").stop == ["\n\n", "a\tb", "c\\n"]
+
+
+def test_export_never_replaces_a_users_files(tmp_path):
+    from gpt_lightning.weights.export import export_checkpoint
+
+    torch.manual_seed(0)
+    source = save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=1, n_heads=2)),
+                             tmp_path / "source")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    with pytest.raises(ConfigError, match=r"out='.*mine' is invalid: holds files that no export of this project "
+                                          r"wrote \(README.md\); give a new or empty folder"):
+        export_checkpoint(source, mine)
+    assert (mine / "README.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["README.md"]
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(ConfigError, match=r"out='.*a_file' is invalid: a file, not a folder"):
+        export_checkpoint(source, tmp_path / "a_file")
+    first = export_checkpoint(source, tmp_path / "new")  # a new folder, then the same export again into it
+    assert export_checkpoint(source, first) == first and (first / "card.json").is_file()
+
+
+CHECKED_BEFORE_THE_RUN = [
+    (["seed=null"], r"^seed=None is invalid: an integer"),  # the key as typed, not run.seed
+    (["export=null"], r"^export=None is invalid: true or false"),
+    (["data.num_workers=-1"], r"data.num_workers=-1 is invalid: an integer >= 0"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=bogus://x"], r"logger.mlflow.tracking_uri='bogus://x' is invalid: a URI"),
+    (["logger=mlflow", "logger.mlflow.tracking_uri=http://127.0.0.1:9"], r"is invalid: no MLflow server answers at 127.0.0.1:9"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", CHECKED_BEFORE_THE_RUN, ids=[" ".join(c[0]) for c in CHECKED_BEFORE_THE_RUN])
+def test_values_checked_before_the_run(tmp_path, overrides, message):
+    from gpt_lightning.train.job import build_logger
+
+    with pytest.raises(ConfigError, match=message) as err:
+        spec = train_spec(plain(compose_config(T, overrides)))
+        build_logger(spec, tmp_path)  # the trackers are built before the Trainer starts
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("transformer_engine") is not None,
+                    reason="transformer_engine is installed here")
+def test_precision_that_needs_a_missing_package():
+    with pytest.raises(ConfigError, match=r"trainer.precision='transformer-engine' is invalid: needs NVIDIA's "
+                                          r"transformer_engine package, which is not installed"):
+        train_spec(plain(compose_config(T, ["trainer.precision=transformer-engine"])))
+
+
+def test_compare_shows_every_run_when_one_has_a_corrupt_file(tmp_path, caplog):
+    from gpt_lightning.runs.compare import compare
+
+    for name, result, history in (("good", '{"best_val_loss": 5.5, "overrides": ["a=1"]}', '{"val": [[10, 6.0, 1.0]]}'),
+                                  ("cut_result", '{"best_val_loss": 5.', '{"val": [[10, 6.0, 1.0]]}'),
+                                  ("cut_history", '{"best_val_loss": 4.25, "overrides": ["a=2"]}', '{"val": [[10')):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(result)
+        (tmp_path / name / "history.json").write_text(history)
+    text, plot = compare([tmp_path], out=tmp_path / "compare.png")
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    assert set(rows) == {"good", "cut_result", "cut_history"}
+    assert "5.5000" in rows["good"] and "4.2500" in rows["cut_history"]
+    assert plot is not None and plot.is_file()  # the good run's curve
+    assert "cut_result/result.json cannot be read" in caplog.text and "cut_history/history.json cannot be read" in caplog.text
+
+
+def test_lora_rank_larger_than_the_layer():
+    from gpt_lightning.lora import apply_lora
+
+    model = GPT(GPTConfig(vocab_size=97, context_length=32, n_embd=32, n_layers=1, n_heads=2))
+    with pytest.raises(ConfigError, match=r"finetune.lora.rank=33 is invalid: at most 32, the smaller side of the "):
+        apply_lora(model, 33)
+    assert all(p.requires_grad for p in model.parameters())  # refused before anything changed
+
+
+def test_draft_errors_name_draft_keys_and_a_shorter_context_is_refused(tmp_path):
+    from gpt_lightning.generate.job import draft_init
+
+    for name, context in (("target", 64), ("draft", 32)):
+        save_pretrained(GPT(GPTConfig(vocab_size=97, context_length=context, n_embd=32, n_layers=1, n_heads=2)),
+                        tmp_path / name)
+
+    def config(*draft):
+        return parse(GenerateConfig, plain(compose_config("generate", ["init=checkpoint", f"init.path={tmp_path / 'target'}",
+                                                                        *draft])), "")
+
+    with pytest.raises(ConfigError, match=r"^draft.path='.*nope' is invalid"):
+        draft_init(config("draft.init=checkpoint", f"draft.path={tmp_path / 'nope'}"))
+    with pytest.raises(ConfigError, match=r"^draft.init='checkpoint' is invalid: its context_length=32 is shorter "
+                                          r"than the target's 64"):
+        draft_init(config("draft.init=checkpoint", f"draft.path={tmp_path / 'draft'}"))
+
+
+def test_callbacks_eval_errors_name_callbacks_eval_keys():
+    from gpt_lightning.config.schemas import parse
+    from gpt_lightning.config.tasks import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"^callbacks.eval.limit=-1 is invalid: an integer >= 1 or null"):
+        parse(EvalConfig, {"tasks": ["hellaswag"], "limit": -1, "every_n_steps": None, "batch_size": 16}, "callbacks.eval")
+
+
+def test_export_source_errors_name_the_source(tmp_path):
+    from gpt_lightning.weights.export import export_checkpoint
+
+    (tmp_path / "bad.safetensors").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match=r"^source='.*bad.safetensors' is invalid") as err:
+        export_checkpoint(tmp_path / "bad.safetensors", tmp_path / "out")
+    assert "init." not in str(err.value)

@@ -141,6 +141,17 @@ def test_unreachable_download_still_says_offline(tmp_path, monkeypatch):
         dl.fetch("file.bin", dl.Source("http://127.0.0.1:9/file.bin", "0" * 64, 10))
 
 
+def test_corrupt_cached_copy_offline_names_the_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPT_LIGHTNING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GPT_LIGHTNING_DATA_DIR", raising=False)
+    cached = tmp_path / "cache" / "data" / "file.bin"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"damaged!!!")  # the right size, other bytes
+    with pytest.raises(dl.ConfigError, match=r"the cached file.bin at .*file.bin is corrupt \(sha256 .*\) and a "
+                                             r"fresh copy could not be downloaded .*; delete .*file.bin and run again"):
+        dl.fetch("file.bin", dl.Source("http://127.0.0.1:9/file.bin", "0" * 64, 10))
+
+
 def test_read_only_download_cache_is_one_line(tmp_path, monkeypatch, read_only):
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -2,6 +2,7 @@
 (one sequence at a time, the plain way), on a tiny random model with the real vocabulary."""
 
 import json
+import re
 import math
 
 import pytest
@@ -60,6 +61,41 @@ def test_hellaswag_matches_transformers(models, tokenizer, tmp_path):
     assert acc == pytest.approx(correct / len(HELLASWAG), abs=1e-4)
     assert acc_norm == pytest.approx(correct_norm / len(HELLASWAG), abs=1e-4)
     assert 0 < correct_norm < len(HELLASWAG) or 0 < correct < len(HELLASWAG)  # not a degenerate fixture
+
+
+def _lm_eval_preprocess(text):  # lm-evaluation-harness, lm_eval/tasks/hellaswag/utils.py, verbatim
+    text = text.strip()
+    text = text.replace(" [title]", ". ")
+    text = re.sub("\\[.*?\\]", "", text)
+    text = text.replace("  ", " ")
+    return text
+
+
+def test_hellaswag_lm_eval_method_matches_lm_evals_formula(models, tokenizer, tmp_path):
+    """hellaswag.method=lm_eval against lm-eval's method written out here: _process_doc's query and
+    choices, _encode_pair's split of the whole encoding, acc_norm = argmax(loglik / len(choice))."""
+    _, ours, hf = models
+    records = hellaswag.load_records(write_hellaswag(tmp_path / "h.jsonl"))
+    records[0] = {**records[0], "ctx_a": "[header] How to fix a roof [title] Climb up.", "ctx_b": "the man"}
+    task = hellaswag.HellaSwag(records, method="lm_eval")
+    rows = {r["ind"]: r for r in task.run(ours, task.items, batch_size=5, progress=lambda n: None)}
+    correct_norm = 0
+    for r in records:
+        query = _lm_eval_preprocess(r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize())
+        choices = [_lm_eval_preprocess(e) for e in r["endings"]]
+        context = tokenizer.encode(query)
+        lls = []
+        for choice in choices:
+            whole = tokenizer.encode(query + " " + choice)
+            lls.append(hf_continuation(hf, whole, len(whole) - len(context))[0])
+        assert rows[r["ind"]]["logprob"] == pytest.approx(lls, rel=1e-5, abs=1e-4)
+        norm = [ll / len(c) for ll, c in zip(lls, choices)]
+        assert rows[r["ind"]]["pred_norm"] == norm.index(max(norm))
+        correct_norm += norm.index(max(norm)) == r["label"]
+    got = {m: v for m, v, _ in task.metrics(task.totals(list(rows.values())))}
+    assert got["acc_norm"] == pytest.approx(correct_norm / len(records), abs=1e-4)
+    with pytest.raises(ConfigError, match=r"hellaswag.method='bogus' is invalid: one of nanogpt, lm_eval"):
+        hellaswag.HellaSwag(records, method="bogus")
 
 
 def test_lambada_matches_transformers(models, tokenizer, tmp_path):

@@ -461,3 +461,41 @@ def test_signal_before_training_stops_at_once_and_after_training_lets_the_run_fi
             time.sleep(0.01)
             assert PREEMPTION.signum == sig  # noted; the finished run's files are being completed
     assert signal.getsignal(sig) is before  # the job's handlers are gone with the job
+
+
+# ---- run folders: one run per folder, continued only when asked; result.json, report and card agree ----
+def _card_best(out: Path) -> float | None:
+    import json
+
+    return json.loads((out / "export" / "card.json").read_text())["results"].get("best_val_loss")
+
+
+def test_a_finished_run_folder_is_refused_continued_by_auto_and_resumed_elsewhere_with_its_best(tmp_path):
+    import json
+
+    first = tmp_path / "first"
+    job = TINY + ["trainer.max_steps=2", "export=true"]
+    done = run_job("train", first, job)  # stops at step 2 of a 4-batch epoch: validated there all the same
+    assert done["best_val_loss"] is not None and (first / "checkpoints" / "best-step2.ckpt").is_file()
+    assert done["best_val_loss"] == _card_best(first)
+    assert json.loads((first / "export" / "card.json").read_text())["results"]["epoch"] == 0  # 2 of 4 batches: none completed
+    for name in ("README.md", "card.json"):  # the card carries no absolute path of this machine
+        card = (first / "export" / name).read_text()
+        assert str(tmp_path) not in card and os.environ["GPT_LIGHTNING_DATA_DIR"] not in card, name
+        assert str(Path.home()) not in card, name
+    with pytest.raises(ConfigError, match=r"hydra.run.dir='.*first' is invalid: it holds a finished run "
+                                          r"\(result.json\); continue that run with ckpt_path=auto") as err:
+        run_job("train", first, job)  # a second run would mix its checkpoints with the first's
+    assert "\n" not in str(err.value)
+    again = run_job("train", first, job + ["ckpt_path=auto"])  # nothing left to train: the same result
+    assert {k: again[k] for k in ("best_val_loss", "final_val_loss", "best_checkpoint", "global_step")} == \
+           {k: done[k] for k in ("best_val_loss", "final_val_loss", "best_checkpoint", "global_step")}
+    assert json.loads((first / "result.json").read_text())["best_val_loss"] == done["best_val_loss"]
+    # resumed into a new folder: the first folder's best is still the best until beaten
+    second = tmp_path / "second"
+    resumed = run_job("train", second, TINY + ["trainer.max_steps=3", "export=true",
+                                                f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed["global_step"] == 3 and resumed["best_val_loss"] is not None
+    assert resumed["best_val_loss"] == min(done["best_val_loss"], resumed["final_val_loss"])
+    assert resumed["best_val_loss"] == _card_best(second)
+    assert Path(resumed["best_checkpoint"]).is_file() and (first / "checkpoints" / "best-step2.ckpt").is_file()

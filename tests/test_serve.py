@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -67,9 +68,10 @@ def reference(export):
     return load(export)
 
 
-def make_app(export, tokenizer, *, max_batch_size=16, queue_size=64):
+def make_app(export, tokenizer, *, max_batch_size=16, queue_size=64, **limits):
     scheduler = Scheduler(load(export), max_batch_size=max_batch_size, queue_size=queue_size)
-    settings = ServeSettings(model_name=NAME, max_tokens_cap=CAP, default_max_tokens=16, retry_after=3)
+    settings = ServeSettings(model_name=NAME, max_tokens_cap=CAP, **{"default_max_tokens": 16, **limits},
+                             retry_after=3)
     return create_app(scheduler, tokenizer, settings), scheduler
 
 
@@ -174,6 +176,14 @@ def test_streams_add_up_to_the_whole_answer(client, reference, tokenizer):
     ("chat/completions", {"messages": [{"role": "assistant", "content": "hi"}]}, 400, "messages"),
     ("chat/completions", {"messages": [{"role": "user", "content": "x " * CONTEXT}]}, 400, "messages"),
     ("chat/completions", {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages.0.role"),
+    # abuse: deep nesting, non-JSON numbers, infinite values, lone surrogates, a body that is no object, a huge body
+    ("completions", b"[" * 100_000 + b"]" * 100_000, 400, None),
+    ("completions", b'{"prompt": "x", "temperature": Infinity}', 400, None),
+    ("completions", b'{"prompt": "x", "temperature": 1e999}', 400, "temperature"),
+    ("completions", b'{"prompt": "\\ud800 lone"}', 400, "prompt"),
+    ("chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "messages"),
+    ("completions", b"[1, 2, 3]", 400, None),
+    ("completions", {"prompt": "x" * 1_100_000}, 413, None),
 ])
 def test_bad_requests_get_openai_style_errors(server, path, body, status, param):
     data = body if isinstance(body, bytes) else json.dumps(body)
@@ -181,6 +191,35 @@ def test_bad_requests_get_openai_style_errors(server, path, body, status, param)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["message"] and error["type"]
+    assert "Input should" not in error["message"] and "None=" not in error["message"]  # no pydantic wording
+
+
+def test_api_key_timeouts_and_the_chat_default_on_a_128_token_model(export, tokenizer):
+    """api_key: 401s in OpenAI's format, /health stays open; a connection that sends no whole
+    request head within request_timeout is closed; a chat without max_tokens fits the model
+    even with default_max_tokens equal to its context (the chat page sends none)."""
+    import socket
+
+    key = "s3cret-key-for-tests"
+    app, _ = make_app(export, tokenizer, api_key=key, default_max_tokens=CONTEXT, request_timeout=1.0)
+    with background_server(app, request_timeout=1.0) as url:
+        chat = {"messages": [{"role": "user", "content": "Hello there"}], "temperature": 0}
+        for headers, message in (({}, "You didn't provide an API key"), ({"Authorization": "Bearer wrong"},
+                                                                          "Incorrect API key provided")):
+            response = httpx.post(f"{url}/v1/chat/completions", json=chat, headers=headers, timeout=30)
+            assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+            assert response.json()["error"]["message"].startswith(message)
+        assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, timeout=60, max_retries=0)
+        out = client.chat.completions.create(model=NAME, messages=chat["messages"], temperature=0)
+        assert out.usage.completion_tokens >= 1  # the default left room for the conversation
+        host, port = url.removeprefix("http://").split(":")
+        for sent in (b"", b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"):  # idle, and a head never finished
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(sent)
+                start = time.monotonic()
+                assert sock.recv(1024) == b""  # closed by the server
+                assert time.monotonic() - start < 5
 
 
 def test_errors_reach_the_client_and_the_server_keeps_serving(client):

@@ -205,5 +205,6 @@ def test_last_checkpoint_is_written_after_each_validation(tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline, "build_callbacks", lambda c, out, spec: build(c, out, spec) + [Look()])
     run_job("train", tmp_path / "run", TINY + ["trainer.max_steps=7", "trainer.val_check_interval=3", "logger=none",
                                                "callbacks.samples.enabled=false", "export=false",
-                                               "callbacks.checkpoint.async_write=false"])  # on disk at once
+                                               "callbacks.checkpoint.async_write=false",  # on disk at once
+                                               "callbacks.checkpoint.every_n_minutes=null"])
     assert seen[2] is None and seen[3] == 3 and seen[5] == 3 and seen[6] == 6

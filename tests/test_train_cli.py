@@ -1,6 +1,7 @@
 """train.py as a user runs it: smoke mode, DDP on CPU, sweeps, and sweeps with DDP."""
 
 import json
+import re
 from pathlib import Path
 
 from helpers import run_script
@@ -21,6 +22,13 @@ def test_smoke_mode_runs_every_path(tmp_path):
                  "checkpoints/last.ckpt"):
         assert (run / name).is_file(), name
     assert json.loads((run / "result.json").read_text())["global_step"] == 4
+    # what it prints: each line once, no tip, no warning a user cannot act on
+    lines = [line.split("] - ", 1)[-1].strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    repeated = {line for line in lines if lines.count(line) > 1}
+    assert not repeated, repeated
+    noise = [line for line in lines if re.search(r"Tip:|FLOPs|weights_only|Warning|warn\(|\.py:\d+: ", line)]
+    assert not noise, noise
+    assert any(line.startswith("model: 3.3 M parameters") for line in lines)
 
 
 def test_ddp_two_cpu_processes(tmp_path):

@@ -28,6 +28,14 @@ from gpt_lightning.errors import ConfigError, bad_value, main_guard
 
 # conf/evaluate.yaml: the run folder is output_dir when given, else a dated one
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value, replace=True)
+# conf/base.yaml: sweep job folders named from their overrides, flat and safe for any value
+OmegaConf.register_new_resolver("job_folder", lambda overrides: _job_folder(overrides), replace=True)
+
+
+def _job_folder(overrides: str) -> str:
+    from gpt_lightning.runs.sweep import job_folder_name
+
+    return job_folder_name(overrides)
 
 
 def _conf_dir() -> Path:
@@ -238,14 +246,41 @@ def _record_failed_job(err: ConfigError) -> bool:
 
 class SweepSummary(Callback):
     """Hydra callback (conf/base.yaml): ``summary.md`` and ``summary.csv`` in the sweep folder
-    when a multirun ends (runs/sweep.py writes them)."""
+    when a multirun ends (runs/sweep.py writes them).
+
+    A sweep folder holds one sweep: a second sweep into a folder with job folders stops at
+    once (exit code 2), since its jobs would land in the first sweep's folders. When any job
+    failed, the sweep exits with code 1 after the summary (``fail_on_error: false``, i.e.
+    ``hydra.callbacks.sweep_summary.fail_on_error=false``, exits 0), so scripts and CI notice.
+    """
+
+    def __init__(self, fail_on_error: bool = True) -> None:
+        self.fail_on_error = fail_on_error
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if sweep_dir.is_dir() else []
+        if jobs:
+            print(f"error: hydra.sweep.dir={str(sweep_dir)!r} is invalid: it holds the job folders of another "
+                  f"sweep ({', '.join(jobs[:3])}); choose a new hydra.sweep.dir (sweeps never share a folder)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from gpt_lightning.runs.sweep import write_summary
+        from gpt_lightning.runs.sweep import failed, summarize, write_summary
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():
-            print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))
+        if not sweep_dir.is_dir():
+            return
+        print(f"\nSweep summary ({sweep_dir / 'summary.md'}):\n" + write_summary(sweep_dir))
+        rows = summarize(sweep_dir)
+        bad = failed(rows)
+        if bad and self.fail_on_error:
+            print(f"error: {len(bad)} of {len(rows)} jobs failed ({', '.join(r['job'] for r in bad[:3])}); see "
+                  f"{sweep_dir / 'summary.md'} (hydra.callbacks.sweep_summary.fail_on_error=false exits 0)",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(1)
 
 
 def prepare_job(values: dict, ctx) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -55,6 +56,16 @@ class GenerateConfig:
         for key in ("batch_size", "num_samples"):
             if getattr(self, key) < 1:
                 raise bad_value(key, getattr(self, key), "an integer >= 1")
-        self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop)
+        self.stop = [unescape(s) for s in ([self.stop] if isinstance(self.stop, str) else list(self.stop))]
         if not all(self.stop):
             raise bad_value("stop", self.stop, 'a list of non-empty strings, e.g. stop=\'["\\n\\n"]\'')
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """What a user means by ``\\n``, ``\\t``, ``\\r`` and ``\\\\`` typed on the command line (the shell
+    and Hydra keep the backslash): a newline, a tab, a carriage return, one backslash. Any
+    other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)

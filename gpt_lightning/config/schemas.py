@@ -313,6 +313,7 @@ class TrainerConfig:
             raise bad_value("trainer.precision", self.precision,
                             "null (bf16-mixed on GPUs and CPUs with native bf16, else 32-true) or one of "
                             "32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true")
+        self._check_precision_runs_here()
         if self.max_epochs < -1 or self.max_epochs == 0:
             raise bad_value("trainer.max_epochs", self.max_epochs, "an integer >= 1 (or -1: no limit)")
         if self.max_steps < -1 or self.max_steps == 0:
@@ -374,6 +375,11 @@ class TrainerConfig:
         config._check_extra()
         return config
 
+    def _check_precision_runs_here(self) -> None:
+        problem = self.precision is not None and _precision_problem(self.precision, str(self.accelerator))
+        if problem:
+            raise bad_value("trainer.precision", self.precision, problem)
+
     def kwargs(self) -> dict:
         """Keyword arguments for ``lightning.Trainer`` (precision null resolved for this machine)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "tokens_per_step")}
@@ -389,6 +395,16 @@ class TrainerConfig:
         if self.devices in ("auto", -1):
             return self.accelerator in ("auto", "gpu", "cuda") and torch.cuda.device_count() > 1
         return self.devices > 1
+
+
+def _precision_problem(precision, accelerator: str) -> str | None:
+    """Why ``precision`` cannot run here (a package it needs is missing), or None."""
+    import importlib.util
+
+    if precision == "transformer-engine" and importlib.util.find_spec("transformer_engine") is None:
+        return ("needs NVIDIA's transformer_engine package, which is not installed (pip install "
+                "'transformer-engine[pytorch]' on a CUDA machine); or use bf16-mixed")
+    return None
 
 
 def resolve_precision(precision, accelerator: str = "auto"):
@@ -444,9 +460,13 @@ class FSDPConfig:
 class CheckpointConfig:
     every_n_train_steps: int | None = None  # also write last.ckpt every N optimizer steps
     async_write: bool = True  # write checkpoints in a background thread (training waits only for a host copy)
+    every_n_minutes: float | None = 10.0  # after a validation, write last.ckpt only this often; null = every time
 
     def __post_init__(self) -> None:
         _positive("callbacks.checkpoint.every_n_train_steps", self.every_n_train_steps, allow_none=True)
+        if self.every_n_minutes is not None and not self.every_n_minutes >= 0:
+            raise bad_value("callbacks.checkpoint.every_n_minutes", self.every_n_minutes,
+                            "a number of minutes >= 0 (0 or null = after every validation)")
 
 
 @dataclass
@@ -691,7 +711,7 @@ def train_spec(values: Mapping) -> TrainSpec:
     """Check a composed train/finetune config (plain dict, interpolations resolved)."""
     require_given(values)
     values = split_known(current_targets(values), TRAIN_KEYS, "this run")  # an old run's config.yaml too
-    run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "run")
+    run = parse(RunConfig, {k: values[k] for k in ("seed", "ckpt_path", "export") if k in values}, "")  # top-level keys: named as typed (seed, export)
     run.name = _run_name(values.get("run"))
     model = parse(GPTConfig, values.get("model") or {}, "model")
     init = parse(InitConfig, values.get("init") or {"name": "scratch"}, "init")

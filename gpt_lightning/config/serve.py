@@ -25,6 +25,9 @@ class ServeConfig:
     max_tokens_cap: int = 1024
     default_max_tokens: int = 128
     shutdown_timeout: float | None = 60.0
+    api_key: str | None = None  # /v1 requests must carry it as a Bearer token; null = no key
+    max_request_bytes: int = 1_000_000  # a larger request body is refused (413)
+    request_timeout: float = 30.0  # seconds for a request's head and for its body
     seed: int = 123
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     device: str = "auto"
@@ -43,6 +46,13 @@ class ServeConfig:
                 raise bad_value(key, getattr(self, key), "an integer >= 1")
         if self.default_max_tokens > self.max_tokens_cap:
             raise bad_value("default_max_tokens", self.default_max_tokens, f"at most max_tokens_cap={self.max_tokens_cap}")
+        if self.api_key is not None and (not self.api_key.strip() or len(self.api_key) < 8):
+            raise bad_value("api_key", "<hidden>", "at least 8 characters, or null (or unset) for no key; "
+                            "e.g. api_key=$(python -c 'import secrets; print(secrets.token_urlsafe())')")
+        if self.max_request_bytes < 1024:
+            raise bad_value("max_request_bytes", self.max_request_bytes, "an integer >= 1024 (bytes of a request body)")
+        if not self.request_timeout > 0:
+            raise bad_value("request_timeout", self.request_timeout, "a number of seconds > 0")
         if self.shutdown_timeout is not None and self.shutdown_timeout <= 0:
             raise bad_value("shutdown_timeout", self.shutdown_timeout,
                             "a number of seconds > 0, or null to wait without limit")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from gpt_lightning.errors import bad_value
 
@@ -53,6 +54,7 @@ class HellaSwagConfig:
     """``hellaswag``: a local file in the public format; None = the public validation set."""
 
     path: str | None = None
+    method: Literal["nanogpt", "lm_eval"] = "nanogpt"  # whose published numbers the scores compare with (evaluate/hellaswag.py)
 
 
 @dataclass

@@ -57,6 +57,8 @@ class PretrainDataModule(ResumableDataModule):
         for key, value in (("data.max_length", max_length), ("data.batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise bad_value(key, value, "a positive integer")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise bad_value("data.num_workers", num_workers, "an integer >= 0 (0 = load batches in the main process)")
         stride = max_length if stride is None else stride
         if not isinstance(stride, int) or stride < 1:
             raise bad_value("data.stride", stride, "a positive integer (or null for data.max_length)")
@@ -89,9 +91,11 @@ class PretrainDataModule(ResumableDataModule):
         for part, size in (("training", split), ("validation", n - split)):
             if size < need:
                 fits = min(split, n - split) - 1  # the longest window both parts hold
+                # both parts must hold a window: the smaller one is min(val_fraction, 1 - val_fraction) of the text
+                least = int(need / min(self.val_fraction, 1 - self.val_fraction)) + 2
                 advice = (f"use data.max_length<={fits} or more text" if fits >= 1 else
-                          f"no window fits in so little text; give it at least {2 * (need + 1):,} tokens "
-                          f"(about {8 * (need + 1):,} characters) or a smaller data.max_length with more text")
+                          f"no window fits in so little text; give it at least {least:,} tokens "
+                          f"(about {4 * least:,} characters) or a smaller data.max_length with more text")
                 raise ConfigError(
                     f"{self.describe()} has {n:,} tokens, so its {part} part ({size:,} tokens, "
                     f"data.val_fraction={self.val_fraction}) is shorter than one window of "

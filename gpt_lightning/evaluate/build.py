@@ -40,7 +40,7 @@ def _make(name: str, settings, context_length: int, limit: int | None) -> Task:
     if name == "hellaswag":
         from gpt_lightning.evaluate.hellaswag import HellaSwag, load_records
 
-        return HellaSwag(load_records(settings.hellaswag.path, limit))
+        return HellaSwag(load_records(settings.hellaswag.path, limit), method=settings.hellaswag.method)
     if name == "lambada":
         from gpt_lightning.evaluate.lambada import Lambada, load_records
 

@@ -7,6 +7,7 @@ Generated text goes to stdout, everything else (speed, warnings, errors) to stde
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Iterable
 import torch
 
 from gpt_lightning.config.schemas import parse
-from gpt_lightning.errors import bad_value
+from gpt_lightning.errors import ConfigError, bad_value
 from gpt_lightning.generate.sampling import (StreamDecoder, check_settings, generate, trim_at_stop)
 from gpt_lightning.config.generate import GenerateConfig
 from gpt_lightning.config.schemas import INITS, InitConfig
@@ -74,12 +75,19 @@ def draft_init(cfg: GenerateConfig, explicit: Iterable[str] = (), device: torch.
     if d.init == SELF_DRAFT:
         check_self_draft(cfg.quantize, d.path, device, dtype)
         return None
-    init = InitConfig(d.init, d.path)
     target = planned_config(cfg.init, cfg.model, explicit)
-    draft = planned_config(init, {})
+    try:
+        init = InitConfig(d.init, d.path)
+        draft = planned_config(init, {})
+    except ConfigError as err:  # the init group's checks name init.*: the user typed draft.*
+        raise ConfigError(_as_draft_keys(str(err))) from None
     if draft.vocab_size != target.vocab_size:
         raise bad_value("draft.init", d.init, f"its vocab_size={draft.vocab_size} differs from the "
                         f"target's {target.vocab_size}; the draft must share the target's tokenizer")
+    if draft.context_length < target.context_length:
+        raise bad_value("draft.init", d.init, f"its context_length={draft.context_length} is shorter than the "
+                        f"target's {target.context_length}, so every completion would stop at "
+                        f"{draft.context_length} tokens; use a draft with the target's context, or draft.init=null")
     return init
 
 
@@ -96,6 +104,11 @@ def check_self_draft(quantize, path, device: torch.device | None, dtype: torch.d
     if dtype is not None and dtype != torch.float32:
         raise bad_value("draft.init", SELF_DRAFT, f"the int8 draft verifies with a float32 target "
                         f"(dtype={str(dtype)[6:]}); use dtype=float32 or dtype=auto")
+
+
+def _as_draft_keys(message: str) -> str:
+    """An init-group error about the draft, with the keys the user typed (draft.path, draft.init)."""
+    return re.sub(r"\binit\.path\b", "draft.path", re.sub(r"\binit(\.name)?(?=[=' ])", "draft.init", message))
 
 
 def pick_generate(draft: GPT | None, k: int):

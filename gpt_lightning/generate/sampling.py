@@ -33,6 +33,7 @@ On CPUs, :func:`to_inference_layout` makes decoding faster without changing resu
 from __future__ import annotations
 
 import codecs
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -76,7 +77,7 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---- logits processing (B, V) -> (B, V) --------------------------------------------
@@ -116,6 +117,15 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def scale(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature``, safe for every positive temperature: the row's maximum is
+    subtracted first and the division runs in float64, so a tiny temperature (1e-40, below
+    float32's range) gives 0 for the most likely token and -inf for the others (greedy)
+    instead of inf - inf = NaN."""
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    return (shifted.double() / temperature).float()
+
+
 def process_logits(logits: torch.Tensor, seen: torch.Tensor | None, *, temperature: float,
                    top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0) -> torch.Tensor:
     """Repetition penalty, then temperature, top-k and top-p, in that order (as transformers).
@@ -129,7 +139,7 @@ def process_logits(logits: torch.Tensor, seen: torch.Tensor | None, *, temperatu
         logits = apply_repetition_penalty(logits, seen, repetition_penalty)
     if temperature == 0:
         return logits
-    logits = logits / temperature
+    logits = scale(logits, temperature)
     return filter_top_p(filter_top_k(logits, top_k), top_p)
 
 

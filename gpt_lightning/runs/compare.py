@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from gpt_lightning.errors import ConfigError, bad_value, main_guard
 from gpt_lightning.runs.files import HISTORY_FILE, PLOT_FILE, RESULT_FILE
 COLUMNS = ("run", "label", "params", "best_val_loss", "best_val_perplexity", "final_val_loss", "tokens_seen",
            "time_s", "tokens_per_s")
+
+
+log = logging.getLogger("gpt_lightning")
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -42,12 +46,29 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def load_run(run: Path) -> dict:
-    """A run's result.json plus its validation curve [(tokens, loss), ...] from history.json."""
-    row = json.loads((run / RESULT_FILE).read_text())
+    """A run's result.json plus its validation curve [(tokens, loss), ...] from history.json.
+
+    A file that cannot be read (cut short, edited by hand) is said in the run's row and in one
+    warning line; the other runs are compared all the same."""
+    try:
+        row = json.loads((run / RESULT_FILE).read_text())
+        if not isinstance(row, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        log.warning("%s cannot be read (%s); its row is empty", run / RESULT_FILE, _short(err))
+        row = {"status": f"unreadable {RESULT_FILE}"}
     history = run / HISTORY_FILE
-    row["val_curve"] = [(t, v) for t, v, *_ in json.loads(history.read_text())["val"]] if history.is_file() else []
+    try:
+        row["val_curve"] = [(t, v) for t, v, *_ in json.loads(history.read_text())["val"]] if history.is_file() else []
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("%s cannot be read (%s); the run has no curve", history, _short(err))
+        row["val_curve"] = []
     row["run"] = run.name
     return row
+
+
+def _short(err: Exception) -> str:
+    return " ".join(str(err).split())[:120]
 
 
 def label_runs(rows: list[dict]) -> None:

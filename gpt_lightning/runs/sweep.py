@@ -4,7 +4,9 @@ the sweep folder, and the plot of their validation losses against tokens (``comp
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,24 @@ from gpt_lightning.runs.files import RESULT_FILE
 COLUMNS = ("job", "overrides", "params", "best_val_loss", "best_val_perplexity", "final_val_loss",
            "tokens_seen", "time_s", "status")
 EVAL_PREFIXES = ("eval/", "best_eval/")  # callbacks.eval and judge scores: one column each, before status
+
+
+MAX_NAME = 120  # characters of a job folder's name from its overrides (file systems allow 255 bytes)
+
+
+def job_folder_name(overrides: str) -> str:
+    """A job folder's name from its overrides (``hydra.job.override_dirname``): one flat, portable
+    name for any value (paths, quotes, spaces), so a ``data.path=/x/y.txt`` job never nests
+    folders. Characters other than letters, digits and ``.,-_=+`` become ``_``; a long name is cut
+    and ends with a hash of the whole, so names stay distinct."""
+    name = re.sub(r"[^A-Za-z0-9.,=+_-]", "_", str(overrides))
+    if len(name) > MAX_NAME:
+        name = name[: MAX_NAME - 9] + "-" + hashlib.sha1(str(overrides).encode()).hexdigest()[:8]
+    return name
+
+
+def failed(rows: list[dict]) -> list[dict]:
+    return [row for row in rows if str(row.get("status") or "").startswith("failed")]
 
 
 def _fmt(value: Any) -> str:
@@ -29,7 +49,11 @@ def summarize(sweep_dir: Path) -> list[dict]:
                       key=lambda p: (len(p.name.split("_")[0]), p.name)):
         result = job / RESULT_FILE
         if result.is_file():
-            row = json.loads(result.read_text())
+            try:
+                row = json.loads(result.read_text())
+                row = row if isinstance(row, dict) else {"status": "failed (unreadable result.json)"}
+            except (OSError, ValueError):
+                row = {"status": "failed (unreadable result.json)"}
             row.setdefault("status", "ok")
         else:
             row = {"status": "failed (no result.json)"}

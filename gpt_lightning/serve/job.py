@@ -54,12 +54,20 @@ def run(values: dict, explicit: Iterable[str] = ()) -> None:
     tok = get_tokenizer()
     model = load_model(cfg, device, dtype, tok, explicit)
     from gpt_lightning.data.chat_template import declared_chat_template
+    from gpt_lightning.serve.limits import api_key
 
+    key = api_key(cfg.api_key)
     settings = ServeSettings(model_name=model_name(cfg), max_tokens_cap=cfg.max_tokens_cap,
                              default_max_tokens=cfg.default_max_tokens, retry_after=cfg.retry_after,
-                             chat_template=declared_chat_template(cfg.init.path if cfg.init.name == "checkpoint" else None))
+                             chat_template=declared_chat_template(cfg.init.path if cfg.init.name == "checkpoint" else None),
+                             api_key=key, max_request_bytes=cfg.max_request_bytes,
+                             request_timeout=cfg.request_timeout)
     scheduler = Scheduler(model, max_batch_size=cfg.max_batch_size, queue_size=cfg.queue_size)
     app = create_app(scheduler, tok, settings)
     print(f"serving {settings.model_name!r} at {url_of(sock)} (chat page at /, API at /v1; "
           "Ctrl-C or SIGTERM stops after the requests in flight)", file=sys.stderr, flush=True)
-    run_server(app, sock, log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout)
+    if key is None and cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: host={cfg.host} opens the server beyond this machine without an API key; set api_key= "
+              "or GPT_LIGHTNING_API_KEY", file=sys.stderr, flush=True)
+    run_server(app, sock, log_level=cfg.log_level, shutdown_timeout=cfg.shutdown_timeout,
+               request_timeout=cfg.request_timeout)

@@ -2,7 +2,8 @@
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (both with ``stream: true``
 as server-sent events in OpenAI's chunk format), ``GET /v1/models``, ``GET /health`` and the
-chat page at ``/``. Prompts are tokenized and checked here, in the event loop; the scheduler
+chat page at ``/``. Bodies are read within limits.py's size and time limits; prompts are
+parsed, tokenized and checked here, on a worker thread (not the event loop); the scheduler
 thread only sees finished :class:`Sequence` objects and reports tokens back through
 ``call_soon_threadsafe``. Text is made from tokens with ``StreamDecoder`` for streamed and
 whole answers alike, so both carry the same text: the new tokens without <|endoftext|>,
@@ -27,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gpt_lightning.generate.prompts import chat_prompt, encode
 from gpt_lightning.generate.sampling import StopCriteria, StreamDecoder, make_generators
 from gpt_lightning.tokenizer import Tokenizer
-from gpt_lightning.serve import schemas
+from gpt_lightning.serve import limits, schemas
 from gpt_lightning.serve.scheduler import Closed, QueueFull, Scheduler, Sequence
 from gpt_lightning.serve.schemas import ChatRequest, CompletionRequest, RequestError
 
@@ -43,6 +44,9 @@ class ServeSettings:
     default_max_tokens: int
     retry_after: int
     chat_template: str | None = None  # the Jinja chat template the loaded export declares; None = the built-in one
+    api_key: str | None = None  # /v1 requests must carry it as a Bearer token (limits.py)
+    max_request_bytes: int = 1_000_000  # a larger body: 413
+    request_timeout: float = 30.0  # seconds for a request's head and for its body
 
 
 def create_app(scheduler: Scheduler, tok: Tokenizer, settings: ServeSettings) -> FastAPI:
@@ -70,6 +74,15 @@ def create_app(scheduler: Scheduler, tok: Tokenizer, settings: ServeSettings) ->
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         return JSONResponse(RequestError(err.status_code, str(err.detail), type=kind).body(),
                             status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.middleware("http")
+    async def _authorize(request: Request, call_next):
+        if request.url.path.startswith("/v1"):
+            try:
+                limits.check_api_key(settings.api_key, request.headers.get("authorization"))
+            except RequestError as err:
+                return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        return await call_next(request)
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page():
@@ -117,16 +130,10 @@ class _Service:
 
     # ---- a request -----------------------------------------------------------------
     async def answer(self, request: Request, *, chat: bool):
-        req = schemas.parse(ChatRequest if chat else CompletionRequest, await request.body())
-        self.check_model(req.model)
-        sampling = schemas.sampling(req)
-        default = min(self.settings.default_max_tokens, self.context_length - 1)
-        limit = schemas.max_tokens(req, cap=self.settings.max_tokens_cap, default=default)
-        stops = schemas.stop_strings(req)
-        prompts = self._chat_prompt(req, limit) if chat else self._completion_prompts(req)
-        n = schemas.choices(req, prompts=len(prompts), limit=self.scheduler.queue_size)
-        if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
-            raise RequestError(400, f"seed={req.seed} is invalid: an integer in [0, 2**63 - 1]", "seed")
+        body = await limits.read_body(request, limit=self.settings.max_request_bytes,
+                                      timeout=self.settings.request_timeout)
+        # parsing and tokenizing are CPU work: off the event loop, so other streams go on
+        req, sampling, limit, stops, prompts, n = await asyncio.to_thread(self._prepare, body, chat)
         seed = req.seed if req.seed is not None else secrets.randbits(62)
 
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
@@ -152,6 +159,22 @@ class _Service:
             return StreamingResponse(answer.chunks(), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         return JSONResponse(await answer.whole(request))
+
+    def _prepare(self, body: bytes, chat: bool):
+        """The checked request, its sampling settings, max tokens, stop strings, prompts and n."""
+        req = schemas.parse(ChatRequest if chat else CompletionRequest, body)
+        self.check_model(req.model)
+        sampling = schemas.sampling(req)
+        # a chat leaves room for the conversation: by default at most half the context
+        default = min(self.settings.default_max_tokens,
+                      max(1, self.context_length // 2) if chat else self.context_length - 1)
+        limit = schemas.max_tokens(req, cap=self.settings.max_tokens_cap, default=default)
+        stops = schemas.stop_strings(req)
+        prompts = self._chat_prompt(req, limit) if chat else self._completion_prompts(req)
+        n = schemas.choices(req, prompts=len(prompts), limit=self.scheduler.queue_size)
+        if req.seed is not None and not 0 <= req.seed <= MAX_SEED:
+            raise RequestError(400, f"seed={req.seed} is invalid: an integer in [0, 2**63 - 1]", "seed")
+        return req, sampling, limit, stops, prompts, n
 
     def _completion_prompts(self, req: CompletionRequest) -> list[list[int]]:
         prompt = req.prompt
@@ -188,8 +211,9 @@ class _Service:
                                     "messages must alternate, starting and ending with a user message", "messages")
         budget = self.context_length - limit
         if budget < 1:
-            raise RequestError(400, f"max_tokens={limit} is invalid: less than the model's context_length="
-                                    f"{self.context_length}, to leave room for the conversation", "max_tokens")
+            raise RequestError(400, f"max_tokens={limit} is invalid: it must be less than the model's "
+                                    f"context_length={self.context_length}, to leave room for the conversation",
+                               "max_tokens")
         history = [(turns[i].text(), turns[i + 1].text().strip()) for i in range(0, len(turns) - 1, 2)]
         ids = chat_prompt(self.tok, history, turns[-1].text(), budget, system=system,
                           chat_template=self.settings.chat_template)  # the export's template, if it declares one

@@ -97,28 +97,125 @@ NEUTRAL = {"frequency_penalty": 0.0, "presence_penalty": 0.0, "logit_bias": None
 NEUTRAL_ALSO = {"logit_bias": {}, "best_of": 1, "logprobs": False}  # other spellings of "off"
 
 
+MAX_DEPTH = 32  # nesting of JSON arrays/objects; a request needs 5
+
+
+def _not_json(token: str):
+    raise ValueError(f"{token} is not JSON")  # Python's json reads NaN and Infinity; JSON has neither
+
+
+# What each pydantic error type means, in words of the API (pydantic's own wording stays out)
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "float_type": "a number",
+             "float_parsing": "a number", "string_type": "a string", "bool_type": "true or false",
+             "list_type": "a list", "dict_type": "an object", "model_type": "an object",
+             "model_attributes_type": "an object", "int_from_float": "an integer",
+             "finite_number": "a finite number"}
+_FIELDS = {"prompt": "a string, a list of strings, a list of token ids or a list of lists of token ids",
+           "stop": "a string or a list of strings", "messages": "a list of {role, content} objects",
+           "content": "a string or a list of {type: text, text} parts", "role": "one of system, developer, user, "
+           "assistant"}
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets outside strings, counted without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _lone_surrogate(value, path: str = "") -> str | None:
+    """The field holding a lone UTF-16 surrogate (``"\\ud800"``), which is no character at all."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            found = _lone_surrogate(k, path) or _lone_surrogate(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _lone_surrogate(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse(kind: type[_Request], body: bytes) -> _Request:
     """The request in ``body`` (JSON), or RequestError 400 naming the first bad field."""
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RequestError(400, f"the request body is not UTF-8 ({err.reason} at byte {err.start})") from None
+    if _depth(text) > MAX_DEPTH:
+        raise RequestError(400, f"the request body nests arrays or objects more than {MAX_DEPTH} deep")
+    try:
+        payload = json.loads(text, parse_constant=_not_json)
+    except (json.JSONDecodeError, ValueError, RecursionError) as err:
         raise RequestError(400, f"the request body is not valid JSON ({err})") from None
+    if not isinstance(payload, dict):
+        raise RequestError(400, f"the request body must be a JSON object, not {type(payload).__name__ if payload is not None else 'null'}")
+    where = _lone_surrogate(payload)
+    if where:
+        raise RequestError(400, f"{where} holds a lone UTF-16 surrogate (e.g. \\ud800), which is not a character; "
+                                "send valid Unicode", where.split(".")[0].split("[")[0])
     try:
         request = kind.model_validate(payload)
     except ValidationError as err:
         first = err.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        loc = [p for p in first["loc"] if isinstance(p, int) or p in _all_fields()]
+        param = ".".join(str(p) for p in loc) or None
         if first["type"] == "extra_forbidden":
+            param = ".".join(str(p) for p in first["loc"])
             raise RequestError(400, f"unrecognized request field {param!r}", param) from None
         if first["type"] == "missing":
             raise RequestError(400, f"the field {param!r} is required", param) from None
-        raise RequestError(400, f"{param}={first.get('input')!r} is invalid: {first['msg']}", param) from None
+        name = str(loc[-1]) if loc and isinstance(loc[-1], str) else (str(loc[0]) if loc else "")
+        expected = _FIELDS.get(name) or _EXPECTED.get(first["type"])
+        if expected is None and first["type"] == "literal_error":
+            expected = "one of " + ", ".join(str(v) for v in (first.get("ctx") or {}).get("expected", "").replace("'", "").split(" or "))
+        value = _short(_value_at(payload, loc))
+        raise RequestError(400, f"{param}={value} is invalid: {expected or 'a value of another type'}", param) from None
     for key, neutral in NEUTRAL.items():
         if key in type(request).model_fields:
             value = getattr(request, key)
             if value != neutral and value != NEUTRAL_ALSO.get(key, neutral):
                 raise RequestError(400, f"{key}={value!r} is not supported by this server; leave it out", key)
     return request
+
+
+def _all_fields() -> set[str]:
+    names: set[str] = set()
+    for model in (CompletionRequest, ChatRequest, Message, TextPart, StreamOptions):
+        names.update(model.model_fields)
+    return names
+
+
+def _value_at(payload, loc: list):
+    value = payload
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return value
+    return value
 
 
 def sampling(request: _Request) -> Sampling:

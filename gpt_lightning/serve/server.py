@@ -43,13 +43,17 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
-def _config(app, log_level: str, shutdown_timeout: float | None) -> uvicorn.Config:
-    return uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=shutdown_timeout, lifespan="on")
+def _config(app, log_level: str, shutdown_timeout: float | None, request_timeout: float = 30.0) -> uvicorn.Config:
+    from gpt_lightning.serve.limits import timed_protocol
+
+    return uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=shutdown_timeout, lifespan="on",
+                          http=timed_protocol(request_timeout))  # a request head must arrive in time
 
 
-def run_server(app, sock: socket.socket, *, log_level: str = "info", shutdown_timeout: float | None = None) -> None:
+def run_server(app, sock: socket.socket, *, log_level: str = "info", shutdown_timeout: float | None = None,
+               request_timeout: float = 30.0) -> None:
     """Serve ``app`` on ``sock`` until SIGTERM or Ctrl-C, then shut down gracefully and return."""
-    server = uvicorn.Server(_config(app, log_level, shutdown_timeout))
+    server = uvicorn.Server(_config(app, log_level, shutdown_timeout, request_timeout))
     # uvicorn re-raises the signal it caught once it is done; with these handlers in place
     # that is a no-op and the process exits normally (code 0) after the graceful shutdown.
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -62,11 +66,12 @@ def run_server(app, sock: socket.socket, *, log_level: str = "info", shutdown_ti
 
 @contextlib.contextmanager
 def background_server(app, host: str = "127.0.0.1", *, log_level: str = "warning",
-                      shutdown_timeout: float | None = 10, start_timeout: float = 60) -> Iterator[str]:
+                      shutdown_timeout: float | None = 10, start_timeout: float = 60,
+                      request_timeout: float = 30.0) -> Iterator[str]:
     """Serve ``app`` on a free port of ``host`` from a thread; yields its base URL and stops
     it (gracefully, at most ``shutdown_timeout`` s) when the block ends."""
     sock = bind(host, 0)
-    server = uvicorn.Server(_config(app, log_level, shutdown_timeout))
+    server = uvicorn.Server(_config(app, log_level, shutdown_timeout, request_timeout))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
     try:

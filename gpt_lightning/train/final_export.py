@@ -9,7 +9,7 @@ from typing import Mapping
 from gpt_lightning.lora import merge_lora_state
 from gpt_lightning.model import GPT, GPTConfig
 from gpt_lightning.train.callbacks import LossHistory, RunRecord, find
-from gpt_lightning.weights.export import sampling, write_export
+from gpt_lightning.weights.export import completed_epochs, sampling, write_export
 from gpt_lightning.weights.model_card import card_facts
 
 
@@ -31,5 +31,14 @@ def export_model(trainer, module, folder: Path, extra_results: Mapping | None = 
     record_state = record.state_dict() if record is not None else None
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record_state,
                        history=history, global_step=trainer.global_step, tokens_seen=module.tokens_seen,
-                       epoch=trainer.current_epoch, extra_results=extra_results, source="this run")
-    return write_export(model, folder, facts, history, sampling=sampling(record_state), chat_template=chat_template)
+                       epoch=epochs_completed(trainer), extra_results=extra_results, source="this run")
+    return write_export(model, folder, facts, history, sampling=sampling(record_state), chat_template=chat_template,
+                        key="hydra.run.dir")
+
+
+
+def epochs_completed(trainer) -> int:
+    """Epochs whose batches all ran (weights/export.py ``completed_epochs``)."""
+    loop = trainer.fit_loop
+    return completed_epochs(loop.epoch_progress.current.processed, loop.epoch_progress.current.started,
+                            loop.epoch_loop.batch_progress.is_last_batch)

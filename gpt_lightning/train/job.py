@@ -27,14 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
 from gpt_lightning.train import resume
 from gpt_lightning.train import run_folder
 from gpt_lightning.train import callbacks as run_callbacks
 from gpt_lightning.config.batch_tokens import accumulation
-from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, RunRecord, SampleText, TrainSetLoss
+from gpt_lightning.train.callbacks import LastCheckpoint, LossHistory, RunRecord, SampleText, TrainSetLoss, ValidateAtEnd
+from gpt_lightning.train import quiet
+from gpt_lightning.train.callbacks.best_checkpoint import BestCheckpoint
+from gpt_lightning.train.callbacks.summary import ParameterSummary
 from gpt_lightning.train import cluster
 from gpt_lightning.train.checkpoint_io import checkpoint_io
 from gpt_lightning.config.schemas import CallbacksConfig, DDPConfig, FSDPConfig, TrainSpec, TrainerConfig
@@ -75,7 +78,8 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
     The run folder is locked and checked first (see ``run_folder.guard``), so a second run
     into a folder that a live run holds stops before any weights are built.
     """
-    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export,
+                          ckpt_path=spec.run.ckpt_path):
         model = build_model(spec.init, spec.model, ctx.explicit_model_keys, seed=spec.seed,
                             tokenizer_vocab=TOKENIZER_VOCAB)
         task = task_for(spec)
@@ -85,7 +89,8 @@ def train(spec: TrainSpec, ctx: RunContext) -> dict:
 
 def fit(spec: TrainSpec, model: GPT, ctx: RunContext) -> dict:
     """Train ``model`` on ``spec.data`` as ``spec`` says; return the run's result dict."""
-    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export):
+    with run_folder.guard(ctx.out_dir, owner=_owner(spec), export=spec.run.export,
+                          ckpt_path=spec.run.ckpt_path):
         return _fit(spec, model, ctx)
 
 
@@ -176,12 +181,15 @@ def build_callbacks(c: CallbacksConfig, out: Path, spec: TrainSpec) -> list[L.Ca
     ckpt_dir = out / "checkpoints"
     monitor = task_for(spec).monitor  # val/loss; a classifier's val/accuracy
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=monitor[0], mode=monitor[1],
-                        save_top_k=1, auto_insert_metric_name=False,
-                        save_on_train_epoch_end=False),  # at validation end, beside last.ckpt (a link then)
-        LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps),
+        BestCheckpoint(dirpath=ckpt_dir, filename="best-step{step}", monitor=monitor[0], mode=monitor[1],
+                       save_top_k=1, auto_insert_metric_name=False,
+                       save_on_train_epoch_end=False),  # at validation end, beside last.ckpt (a link then)
+        LastCheckpoint(ckpt_dir, every_n_train_steps=c.checkpoint.every_n_train_steps,
+                       every_n_minutes=c.checkpoint.every_n_minutes),
         LossHistory(out_dir=str(out)),
         cluster.SameRunFolder(out),  # every rank writes into rank 0's run folder
+        ValidateAtEnd(),  # a run stopped by trainer.max_steps validates its last step
+        ParameterSummary(),  # one line in place of Lightning's table
     ]
     s = c.samples
     if s.enabled:
@@ -234,10 +242,12 @@ def build_trainer(spec: TrainSpec, out: Path, relaunch: Relaunch | None = None,
         logger=build_logger(spec, out),
         plugins=[checkpoint_io(spec.callbacks.checkpoint.async_write)],
         default_root_dir=str(out),
+        enable_model_summary=False,  # ParameterSummary says it in one line
         use_distributed_sampler=False,  # our samplers shard across ranks and resume mid-epoch
     )
 
 
+quiet.install()  # no Lightning line a user cannot act on (see quiet.py)
 # Our samplers do resume mid-epoch (data/sampler.py); Lightning cannot see that and warns.
 warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
@@ -250,6 +260,12 @@ def _config_dict(spec: TrainSpec, ctx: RunContext) -> dict:
     return {k: dataclasses.asdict(v) for k, v in parts.items()}
 
 
+def _last_val(trainer: L.Trainer) -> float | None:
+    """The last validation loss of the run's history (restored from its checkpoint), or None."""
+    history = next((cb for cb in trainer.callbacks if isinstance(cb, LossHistory)), None)
+    return float(history.val[-1][1]) if history is not None and history.val else None
+
+
 def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides: list[str],
             monitor: tuple[str, str] = ("val/loss", "min")) -> dict:
     best = next((cb for cb in trainer.checkpoint_callbacks if cb.monitor == monitor[0]), None)
@@ -257,7 +273,7 @@ def _result(trainer: L.Trainer, module: GPTLitModule, seconds: float, overrides:
     best_loss = best_score if monitor[0] == "val/loss" else None
     extra = {} if monitor[0] == "val/loss" else {"best_" + monitor[0].replace("/", "_"): best_score}
     final = trainer.callback_metrics.get("val/loss")
-    final = float(final) if final is not None else None
+    final = float(final) if final is not None else _last_val(trainer)  # a resume with nothing left to train
     record = run_callbacks.find(trainer, RunRecord)
     session = record.current if record is not None else {}
     return {

@@ -9,7 +9,10 @@ catches pre-emption signals, see ``preemption``):
 - the run folder, ``checkpoints/`` and ``export/`` must be writable (one line otherwise),
   so a read-only folder fails now and not at the first save after hours of training;
 - temporary files that a killed run left in ``checkpoints/`` and ``export/`` are removed
-  (the lock says no other writer is alive there).
+  (the lock says no other writer is alive there);
+- a folder that already holds a run (its result.json or checkpoints) is continued only when
+  asked: ``ckpt_path=auto`` or a checkpoint of that folder resumes it; any other run stops with
+  one line, so two runs never mix their checkpoints, TensorBoard events and result.json.
 """
 
 from __future__ import annotations
@@ -34,11 +37,13 @@ _held: dict[Path, object] = {}  # run folder -> open lock file, for the life of 
 
 
 @contextmanager
-def guard(out: Path, *, owner: bool, export: bool = True):
+def guard(out: Path, *, owner: bool, export: bool = True, ckpt_path: str | None = None):
     """Lock ``out`` (if ``owner``), check its outputs, clean leftovers; catch pre-emption signals."""
     out = Path(out)
     outputs = [out, out / "checkpoints"] + ([out / "export"] if export else [])
     if owner:
+        check_not_a_file(out)
+        check_continues(out, ckpt_path)
         check_writable(outputs)
         lock(out)
     try:
@@ -51,6 +56,50 @@ def guard(out: Path, *, owner: bool, export: bool = True):
     finally:
         if owner:
             unlock(out)
+
+
+def holds_run(out: Path) -> str | None:
+    """What shows that ``out`` holds a run (its result.json or a checkpoint), or None."""
+    from gpt_lightning.runs.files import RESULT_FILE
+
+    result = Path(out) / RESULT_FILE
+    if result.is_file():
+        try:
+            import json
+
+            status = str(json.loads(result.read_text()).get("status", ""))
+        except (OSError, ValueError, AttributeError):
+            status = ""
+        if not status.startswith("failed"):  # a job that stopped on a bad value trained nothing
+            return f"a finished run ({RESULT_FILE})"
+    ckpts = sorted((Path(out) / "checkpoints").glob("*.ckpt"))
+    if ckpts:
+        return f"the checkpoints of an earlier run ({ckpts[0].name})"
+    return None
+
+
+def check_continues(out: Path, ckpt_path) -> None:
+    """A folder holding a run takes only a run that continues it (``ckpt_path=auto`` or one of its
+    checkpoints): one line otherwise, before anything is written."""
+    from gpt_lightning.train.resume import AUTO
+
+    found = holds_run(out)
+    if found is None or str(ckpt_path) == AUTO:
+        return
+    if ckpt_path:
+        try:
+            inside = Path(out).resolve() in Path(str(ckpt_path)).expanduser().resolve().parents
+        except OSError:
+            inside = False
+        if inside:
+            return
+    raise bad_value(RUN_DIR_KEY, str(out), f"it holds {found}; continue that run with ckpt_path=auto, or "
+                    "choose a new hydra.run.dir (runs never share a folder)")
+
+
+def check_not_a_file(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise bad_value(RUN_DIR_KEY, str(out), "a file, not a folder; choose another hydra.run.dir")
 
 
 def lock(out: Path) -> None:

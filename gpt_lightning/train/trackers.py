@@ -112,11 +112,39 @@ def _wandb_credentials() -> bool:
         return False
 
 
+MLFLOW_SCHEMES = ("file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def _check_mlflow_uri(uri: str) -> None:
+    """A store MLflow knows, and for a server one that answers now: a wrong URI otherwise costs
+    minutes of MLflow's retries and a long traceback after the model was built."""
+    import socket
+    from urllib.parse import urlsplit
+
+    key = "logger.mlflow.tracking_uri"
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+")[0].lower()
+    if "://" not in uri and not uri.startswith("file:"):
+        return  # a local folder (MLflow's file store)
+    if scheme not in MLFLOW_SCHEMES:
+        raise bad_value(key, uri, f"a URI starting with one of {', '.join(s + ':' for s in MLFLOW_SCHEMES)} "
+                        "e.g. sqlite:///outputs/mlflow.db or http://127.0.0.1:5000")
+    if scheme in ("http", "https"):
+        port = parts.port or (443 if scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname or "", port), timeout=3).close()
+        except OSError as err:
+            raise bad_value(key, uri, f"no MLflow server answers at {parts.hostname}:{port} "
+                            f"({err.strerror or err}); start one (mlflow server --host 127.0.0.1 --port 5000) "
+                            "or log to a local store: logger.mlflow.tracking_uri=sqlite:///outputs/mlflow.db") from None
+
+
 def _mlflow_settings(entry: dict, resumed_id: str | None) -> dict:
     uri = str(entry.get("tracking_uri") or "")
     if not uri:
         raise bad_value("logger.mlflow.tracking_uri", entry.get("tracking_uri"),
                         "a store such as sqlite:///outputs/mlflow.db or a server such as http://127.0.0.1:5000")
+    _check_mlflow_uri(uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///")).expanduser()
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@
 transformers' ``AutoTokenizer``, ``AutoModelForCausalLM`` and ``pipeline("text-generation")``
 open the folder as it is, offline. From the command line:
 
-    python -m gpt_lightning.weights.export outputs/train/<run>/checkpoints/best-step180.ckpt my_export
+    python -m gpt_lightning.weights.export outputs/train/<run>/checkpoints/best-step<N>.ckpt my_export
 """
 
 from __future__ import annotations
@@ -33,11 +33,33 @@ from gpt_lightning.tokenizer import EOT_ID
 from gpt_lightning.weights.tokenizer_files import write_json, write_tokenizer_files
 
 FACTS_FILE = "card.json"
+# Every file write_export may write: a folder holding only these (and card.json) is an earlier
+# export that may be replaced; any other file is the user's, and the export refuses the folder.
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+                          "tokenizer_config.json", "special_tokens_map.json", "generation_config.json",
+                          CARD_FILE, LOSS_PLOT, FACTS_FILE})
+
+
+def check_target(folder: Path, key: str = "out") -> None:
+    """One line unless ``folder`` is new, empty, or an earlier export (it holds card.json and
+    only the files an export writes): never replace a user's own files (a README.md, weights)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise bad_value(key, str(folder), "a file, not a folder; give a new or empty folder")
+    if not folder.is_dir():
+        return
+    found = {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+    others = sorted(found - EXPORT_FILES)
+    if found and (FACTS_FILE not in found or others):
+        shown = ", ".join((others or sorted(found))[:4])
+        raise bad_value(key, str(folder), f"holds files that no export of this project wrote ({shown}); "
+                        "give a new or empty folder so none of them is replaced")
 
 
 # ---- the folder ---------------------------------------------------------------------------------
 def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | None = None,
-                 sampling: Mapping | None = None, chat_template: str | None = None) -> Path:
+                 sampling: Mapping | None = None, chat_template: str | None = None,
+                 key: str = "out") -> Path:
     """Weights, tokenizer, generation config and model card of ``model`` in ``folder``; an
     instruction-tuned model's prompt template goes in as ``chat_template`` (data/chat_template.py).
 
@@ -46,6 +68,11 @@ def write_export(model: GPT, folder: Path, facts: Mapping, history: Mapping | No
     expect GPT-2's shape (the logits of the 50,257 real tokens are unchanged).
     """
     folder = Path(folder)
+    check_target(folder, key)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise bad_value(key, str(folder), f"cannot be created ({err.strerror or err}); choose a writable folder") from None
     model = trim_vocab(model, EOT_ID + 1)
     save_pretrained(model, folder)
     if model.config.vocab_size > EOT_ID:  # the GPT-2 tokenizer fits
@@ -103,6 +130,7 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
                         ".safetensors file")
     if out.resolve() == (source if source.is_dir() else source.parent).resolve():
         raise bad_value("out", str(out), "a folder other than the one the weights are read from")
+    check_target(out)  # before reading any weights
     record = history = None
     step = tokens = epoch = None
     model_cfg: dict = {}
@@ -113,13 +141,19 @@ def export_checkpoint(source: str | Path, out: str | Path) -> Path:
         model_cfg = dict((ckpt.get("hyper_parameters") or {}).get("model_config") or {})
         callbacks = ckpt.get("callbacks") or {}  # the run's callbacks' states by state_key
         record, history = callbacks.get(RECORD_STATE), callbacks.get(HISTORY_STATE)
-        step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), ckpt.get("epoch")
+        step, tokens, epoch = ckpt.get("global_step"), ckpt.get("tokens_seen"), _epochs_completed(ckpt)
     elif source.is_dir() or source.suffix == ".safetensors":  # peers' files carry their shapes inside
         from gpt_lightning.weights.hf_io import read_config
 
         stored = read_config(source)
         model_cfg = stored.to_dict() if stored else {}
-    model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
+    try:
+        model = build_model({"name": "checkpoint", "path": str(source)}, model_cfg)
+    except ConfigError as err:  # the init group's checks name init.path: here it is SOURCE
+        import re
+
+        raise ConfigError(re.sub(r"\binit\.path\b", "source", str(err)).replace(
+            "init=checkpoint init.path=", "python -m gpt_lightning.weights.export ")) from None
     facts = card_facts(model_config=model.config.to_dict(), params=model.num_params(), record=record,
                        history=history, global_step=step, tokens_seen=tokens, epoch=epoch, source=str(source))
     return write_export(model, out, facts, history, sampling=sampling(record), chat_template=_chat_template(record))
@@ -147,6 +181,28 @@ def _chat_template(record: Mapping | None) -> str | None:
     from gpt_lightning.data.template import template_from_config
 
     return chat_template(template_from_config(data.get("template")))
+
+
+def completed_epochs(processed: int, started: int, last_batch_done: bool) -> int:
+    """Epochs whose batches all ran, from the fit loop's counters. The loop counts an epoch as
+    processed only after its end-of-epoch hooks (a checkpoint written at the epoch's last
+    validation does not count it yet), and counts it all the same when ``trainer.max_steps``
+    stopped it part-way."""
+    if processed < started:  # inside an epoch: it counts if its last batch ran
+        return processed + (1 if last_batch_done else 0)
+    return max(0, processed - (0 if last_batch_done else 1))  # after the loop: a part-way epoch does not
+
+
+def _epochs_completed(ckpt: dict) -> int | None:
+    """Epochs whose batches all ran, from the fit loop's state in the checkpoint (its ``epoch``
+    is the index of the epoch it was written in)."""
+    try:
+        loop = ckpt["loops"]["fit_loop"]
+        return completed_epochs(int(loop["epoch_progress"]["current"]["processed"]),
+                                int(loop["epoch_progress"]["current"]["started"]),
+                                bool(loop["epoch_loop.batch_progress"]["is_last_batch"]))
+    except (KeyError, TypeError, ValueError):
+        return ckpt.get("epoch")
 
 
 def _read_checkpoint(path: Path) -> dict:

@@ -5,6 +5,7 @@ copy on disk, not two full writes; see checkpoint_io.link_checkpoint)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning as L
@@ -15,19 +16,34 @@ from gpt_lightning.train.preemption import PREEMPTION
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``last.ckpt``: every N steps (or after each validation), once more when training ends, so the file always holds the final state of a
-    finished run, and when a pre-emption signal arrives (see ``preemption``): at the end of that
-    optimizer step, or after the validation that step triggers, then the process exits."""
+    """``last.ckpt``: every N steps (or after each validation), once more when training ends, so
+    the file always holds the final state of a finished run, and when a pre-emption signal
+    arrives (see ``preemption``): at the end of that optimizer step, or after the validation
+    that step triggers, then the process exits.
 
-    def __init__(self, dirpath, every_n_train_steps: int | None = None) -> None:
+    ``every_n_minutes`` spares the disk: after a validation, last.ckpt is written only when that
+    many minutes have passed since it was last written (or training started), so a long run
+    rewrites its (large) last.ckpt a few times an hour rather than after every epoch, and a
+    crash loses at most that much training; the end of training and a pre-emption signal
+    always write it. None: after every validation."""
+
+    def __init__(self, dirpath, every_n_train_steps: int | None = None, every_n_minutes: float | None = None) -> None:
         super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
                          save_on_train_epoch_end=False)
         self._step_seen: int | None = None
         self._stop_after_validation = False
+        self._interval_s = None if every_n_minutes is None else 60.0 * every_n_minutes
+        self._written_at = time.monotonic()
 
     @property
     def path(self) -> Path:
         return Path(self.dirpath) / f"{self.CHECKPOINT_NAME_LAST}{self.FILE_EXTENSION}"
+
+    def load_state_dict(self, state_dict) -> None:
+        # A resume from another run's folder: that folder's last.ckpt is not this one's (and
+        # Lightning would warn that it does not reload it).
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_started()
@@ -35,6 +51,7 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_started()
         self._step_seen = trainer.global_step
+        self._written_at = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
@@ -53,7 +70,8 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if trainer.sanity_checking:
             return
-        if self._every_n_train_steps == 0:
+        due = self._interval_s is None or time.monotonic() - self._written_at >= self._interval_s
+        if self._every_n_train_steps == 0 and (due or self._stop_after_validation):
             self._save(trainer, after_validation=True)
         if self._stop_after_validation:
             self._stop(trainer)
@@ -79,6 +97,7 @@ class LastCheckpoint(ModelCheckpoint):
         else:
             trainer.save_checkpoint(self.path)
         self._last_global_step_saved = trainer.global_step
+        self._written_at = time.monotonic()
 
 
 def _validates_now(trainer: L.Trainer) -> bool:

@@ -71,6 +71,21 @@ class RunRecord(L.Callback):
         self.previous = list(state.get("sessions", []))
 
 
+def portable_names(files: list[str]) -> dict[str, str]:
+    """Each file's name as the card shows it: relative to the files' common folder (just the
+    name for one file), so no card carries this machine's absolute paths."""
+    import os
+
+    if not files:
+        return {}
+    parents = [str(Path(f).parent) for f in files]
+    try:
+        common = os.path.commonpath(parents)
+    except ValueError:  # different drives
+        return {f: Path(f).name for f in files}
+    return {f: os.path.relpath(f, common) for f in files}
+
+
 def data_facts(datamodule) -> dict:
     """Files, content hash and sizes of a pretraining or instruction data module (after setup)."""
     from gpt_lightning.data.token_cache import corpus_key
@@ -83,16 +98,22 @@ def data_facts(datamodule) -> dict:
         meta_file = token_file.with_suffix(".json")
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         train = getattr(datamodule, "train_set", None)
+        files = [str(f) for f in meta.get("files", [])]
+        names = portable_names(files)
         facts.update(kind="pretraining", name=getattr(datamodule, "name", None),
-                     files=meta.get("files", []), tokens_per_file=meta.get("tokens_per_file", {}),
-                     token_cache=str(token_file), content_hash=token_file.stem,
+                     files=[names[f] for f in files],
+                     tokens_per_file={names.get(str(f), Path(f).name): n
+                                      for f, n in meta.get("tokens_per_file", {}).items()},
+                     token_cache=token_file.name, content_hash=token_file.stem,
                      tokens=getattr(datamodule, "num_tokens", meta.get("num_tokens")),
                      train_tokens=(train.end - train.start) if train is not None else None,
                      val_fraction=getattr(datamodule, "val_fraction", None), stride=getattr(datamodule, "stride", None))
     elif getattr(datamodule, "manifest", None):  # data/corpus.py: prepared shards
         source, train, val = datamodule.manifest["source"], datamodule.train_set, datamodule.val_set
-        files = [f["path"] for f in source.get("files", [])] or [f"hub:{source['hub']['name']}"]
-        facts.update(kind="pretraining", name="corpus", files=files, token_cache=str(datamodule.folder),
+        paths = [str(f["path"]) for f in source.get("files", [])]
+        names = portable_names(paths)
+        files = [names[p] for p in paths] or [f"hub:{source['hub']['name']}"]
+        facts.update(kind="pretraining", name="corpus", files=files, token_cache=Path(datamodule.folder).name,
                      tokens=(train.end - train.start) + (val.end - val.start), train_tokens=train.end - train.start,
                      val_fraction=datamodule.val_fraction, stride=datamodule.stride)
     elif hasattr(datamodule, "train_records"):  # data/instruct.py
@@ -101,7 +122,7 @@ def data_facts(datamodule) -> dict:
 
         path = fetch_dataset(DATASET_NAME, datamodule.path)
         examples = getattr(datamodule, "_examples", {})
-        facts.update(kind="instruction", files=[str(path)], content_hash=corpus_key([path]),
+        facts.update(kind="instruction", files=[Path(path).name], content_hash=corpus_key([path]),
                      records={s: len(getattr(datamodule, f"{s}_records")) for s in ("train", "val", "test")},
                      tokens={s: sum(e.num_tokens for e in ex) for s, ex in examples.items()},
                      mask_prompt=getattr(datamodule, "mask_prompt", None))
