@@ -34,7 +34,8 @@ from helpers import ROOT, data_dir, run_job
 
 ARGS = ["model=gpt2_tiny", "data.max_length=32", "trainer.enable_progress_bar=false",
         "trainer.max_steps=6", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-        "callbacks.samples.enabled=false", "optim.warmup=2", "logger=csv", "ckpt_path=auto"]
+        "callbacks.samples.enabled=false", "optim.warmup=2", "logger=csv", "ckpt_path=auto",
+        "callbacks.checkpoint.every_n_minutes=null"]  # last.ckpt after every validation: the state a resume takes
 NODES = ["data.batch_size=2", "trainer.num_nodes=2", "trainer.devices=1", "strategy=ddp"]
 TIMEOUT_S = 240
 

@@ -63,9 +63,16 @@ class TrainableParams(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         trained, total = count_trainable(pl_module.model)
         self.summary = {"trainable_params": trained}
+        self._counts = (trained, total)
         _announce(trained, total)
-        for logger in trainer.loggers:
-            logger.log_metrics({"params/trainable": float(trained), "params/total": float(total)}, step=0)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        # Once per run, at step 0: a resumed run (restored by now) logged them when it started, and
+        # a row at step 0 would make a resumed CSV log drop the rows before its checkpoint.
+        if trainer.global_step == 0:
+            trained, total = self._counts
+            for logger in trainer.loggers:
+                logger.log_metrics({"params/trainable": float(trained), "params/total": float(total)}, step=0)
 
 
 @rank_zero_only

@@ -78,7 +78,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         PREEMPTION.training_ended()
-        self._save(trainer)
+        self._save(trainer, after_validation=True)  # a link when the best was written at this last step
 
     def _stop(self, trainer: L.Trainer) -> None:
         """Save now (even if this step was saved before validation ran), wait for it, exit."""
