@@ -260,7 +260,13 @@ def test_a_client_going_away_cancels_its_sequence(server):
         seen.extend(sequences)
         submit(sequences)
 
-    scheduler.submit = recording_submit
+    step = scheduler._step
+
+    def slow_step():  # 100 tokens take seconds, so the client is gone long before the last one
+        threading.Event().wait(0.03)
+        step()
+
+    scheduler.submit, scheduler._step = recording_submit, slow_step
     try:
         with httpx.stream("POST", f"{url}/v1/completions", timeout=30,
                           json={"prompt": "a", "max_tokens": CAP, "temperature": 0, "stream": True}) as response:
@@ -271,6 +277,7 @@ def test_a_client_going_away_cancels_its_sequence(server):
         if seen[0].finish_reason:
             break
         threading.Event().wait(0.05)
+    del scheduler._step
     assert seen[0].finish_reason == "cancelled" and len(seen[0].new) < CAP
 
 

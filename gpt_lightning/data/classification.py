@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
-from gpt_lightning.data.instruct import _check_int, check_fractions, split_records
+from gpt_lightning.data.instruct import MaxLength, _check_int, check_fractions, split_records
 from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
 from gpt_lightning.download import fetch
 from gpt_lightning.errors import ConfigError, bad_value
@@ -151,7 +151,7 @@ def encode_texts(texts: Sequence[str]) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------- data module
-class ClassificationDataModule(ResumableDataModule):
+class ClassificationDataModule(MaxLength, ResumableDataModule):
     """Labelled texts split into train/val/test and served as padded batches.
 
     Arguments are the ``data`` node (conf/data/classification.yaml, described there). After
@@ -209,16 +209,6 @@ class ClassificationDataModule(ResumableDataModule):
         self.splits: dict[str, list[tuple[str, str]]] = {}
         self._examples: dict[str, list[Example]] = {}
         self.class_counts: dict[str, int] = {}
-
-    @property
-    def max_length(self) -> int | None:
-        return self._max_length
-
-    @max_length.setter
-    def max_length(self, value: int | None) -> None:
-        if value is not None:
-            _check_int("data.max_length", value, minimum=1, also="or null for the model's context length")
-        self._max_length = value
 
     @property
     def num_labels(self) -> int:

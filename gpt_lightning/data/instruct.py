@@ -230,7 +230,24 @@ class InstructCollator:
 
 
 # ----------------------------------------------------------------------------- data module
-class InstructDataModule(ResumableDataModule):
+class MaxLength:
+    """``data.max_length`` of the fine-tuning data modules: most input positions per sequence
+    (the model's context length when null; train/job.py fills it in), checked when set."""
+
+    _max_length: int | None = None
+
+    @property
+    def max_length(self) -> int | None:
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int | None) -> None:
+        if value is not None:
+            _check_int("data.max_length", value, minimum=1, also="or null for the model's context length")
+        self._max_length = value
+
+
+class InstructDataModule(MaxLength, ResumableDataModule):
     """Instruction records split into train/val/test and served as padded, masked batches.
 
     Arguments are the ``data`` config node (``conf/data/instruct.yaml``). ``max_length``
@@ -263,17 +280,6 @@ class InstructDataModule(ResumableDataModule):
         self.val_records: list[dict] = []
         self.test_records: list[dict] = []
         self._examples: dict[str, list[Example]] = {}
-
-    @property
-    def max_length(self) -> int | None:
-        """Most input positions per sequence (the model's context length); None: no limit."""
-        return self._max_length
-
-    @max_length.setter
-    def max_length(self, value: int | None) -> None:
-        if value is not None:
-            _check_int("data.max_length", value, minimum=1, also="or null for the model's context length")
-        self._max_length = value
 
     @property
     def num_truncated(self) -> int:

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from gpt_lightning.data.instruct import (Example, InstructCollator, _check_int, _json_type, _parse_json,
+from gpt_lightning.data.instruct import (Example, InstructCollator, MaxLength, _check_int, _json_type, _parse_json,
                                          _parse_json_lines)
 from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
 from gpt_lightning.data.template import PromptTemplate, template_from_config
@@ -101,7 +101,7 @@ class PreferenceCollator:
         return out
 
 
-class PreferenceDataModule(ResumableDataModule):
+class PreferenceDataModule(MaxLength, ResumableDataModule):
     """Preference records split into train and validation (conf/data/preference.yaml)."""
 
     def __init__(self, path: str | None = None, batch_size: int = 4, max_length: int | None = None,
@@ -123,16 +123,6 @@ class PreferenceDataModule(ResumableDataModule):
         self.fractions = (train_fraction, val_fraction)
         self.template = template_from_config(template)
         self._pairs: dict[str, list[Pair]] = {}
-
-    @property
-    def max_length(self) -> int | None:
-        return self._max_length
-
-    @max_length.setter
-    def max_length(self, value: int | None) -> None:
-        if value is not None:
-            _check_int("data.max_length", value, minimum=1, also="or null for the model's context length")
-        self._max_length = value
 
     @property
     def num_truncated(self) -> int:
