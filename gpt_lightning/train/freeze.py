@@ -77,5 +77,7 @@ class TrainableParams(L.Callback):
 
 @rank_zero_only
 def _announce(trained: int, total: int) -> None:
+    if trained == total:  # nothing frozen: ParameterSummary's line already says it
+        return
     line = f"training {trained:,} of {total:,} parameters ({100 * trained / max(total, 1):.2f}%)"
     log.info(line)  # on the console too (Hydra's log handler), and in the run's log file

@@ -29,6 +29,7 @@ NOISE_WARNINGS = (
     r"The dirpath has changed from",  # BestCheckpoint keeps the best across folders
     r"Checkpoint directory .* exists and is not empty",  # run_folder.guard allows only a continuing run
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # inside Lightning, with this torch
+    r"Precision .* is not supported by the model summary",  # ParameterSummary's line does not need it
 )
 
 
