@@ -19,12 +19,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from gpt_lightning.data.permutation import PermutedSampler
 from gpt_lightning.data.prepare import find_prepared, identity_of, prepare, settings_of
-from gpt_lightning.data.pretrain import _no_targets
-from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
+from gpt_lightning.data.pretrain import WindowLoaders
+from gpt_lightning.data.sampler import ResumableDataModule
 from gpt_lightning.data.shards import TokenStream
 from gpt_lightning.data.sources import HubSpec, list_files
 from gpt_lightning.download import cache_dir
@@ -48,7 +48,7 @@ class ShardWindows(Dataset):
         return {"input_ids": chunk[:-1], "targets": chunk[1:]}  # (L,), (L,)
 
 
-class CorpusDataModule(ResumableDataModule):
+class CorpusDataModule(WindowLoaders, ResumableDataModule):
     sampler_class = PermutedSampler
 
     def __init__(self, path: str | list[str] | None = None, hub: str | None = None, hub_config: str | None = None,
@@ -142,14 +142,3 @@ class CorpusDataModule(ResumableDataModule):
         self.train_set = ShardWindows(train, 0, split, self.max_length, self.stride)
         self.val_set = ShardWindows(val, val_start, val_end, self.max_length, self.max_length)
         self.num_tokens = n
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = self.make_sampler(len(self.train_set), train=True, seed=self.seed, shuffle=self.shuffle)
-        drop_last = self.drop_last and len(sampler) >= self.batch_size
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        sampler = self.make_sampler(len(self.val_set), train=False, seed=self.seed)
-        return DataLoader(EvalPadding(self.val_set, _no_targets), batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers)

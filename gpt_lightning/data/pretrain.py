@@ -43,7 +43,24 @@ class SlidingWindowDataset(Dataset):
         return {"input_ids": chunk[:-1], "targets": chunk[1:]}  # (L,), (L,)
 
 
-class PretrainDataModule(ResumableDataModule):
+class WindowLoaders:
+    """The loaders of a pretraining data module with ``train_set`` / ``val_set`` of windows (this
+    module's and data/corpus.py's): resumable shuffled training batches, every validation window
+    once across the ranks (ranks left without one score a window with no targets)."""
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = self.make_sampler(len(self.train_set), train=True, seed=self.seed, shuffle=self.shuffle)
+        drop_last = self.drop_last and len(sampler) >= self.batch_size
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        sampler = self.make_sampler(len(self.val_set), train=False, seed=self.seed)
+        return DataLoader(EvalPadding(self.val_set, _no_targets), batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers)
+
+
+class PretrainDataModule(WindowLoaders, ResumableDataModule):
     def __init__(self, name: str = "verdict", path: str | None = None, max_length: int = 256,
                  stride: int | None = None, batch_size: int = 2, val_fraction: float = 0.1,
                  num_workers: int = 0, shuffle: bool = True, drop_last: bool = True,
@@ -108,17 +125,6 @@ class PretrainDataModule(ResumableDataModule):
 
     def describe(self) -> str:
         return self.path or CORPORA.get(self.name, self.name)
-
-    def train_dataloader(self) -> DataLoader:
-        sampler = self.make_sampler(len(self.train_set), train=True, seed=self.seed, shuffle=self.shuffle)
-        drop_last = self.drop_last and len(sampler) >= self.batch_size
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def val_dataloader(self) -> DataLoader:
-        sampler = self.make_sampler(len(self.val_set), train=False, seed=self.seed)
-        return DataLoader(EvalPadding(self.val_set, _no_targets), batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers)
 
 
 def _text_files(files: list[Path]) -> list[Path]:
