@@ -52,20 +52,30 @@ def load_records(path: str | Path) -> list[dict[str, Any]]:
     is a one-line :class:`ConfigError` naming the file and, for a bad record, its index.
     """
     path = Path(path)
+    located = read_located(path, "file of instruction records, or be null for the public set",
+                           empty=f"a JSON list of records, each {RECORD_HELP}",
+                           none=f"; it needs at least one record, {RECORD_HELP}")
+    return [_check_record(path, where, record) for where, record in located]
+
+
+def read_located(path: Path, what: str, empty: str, none: str = "") -> list[tuple[str, Any]]:
+    """(where, record) pairs of a JSON list or JSON Lines (``.jsonl``) file of records, for the
+    fine-tuning data modules: a missing, non-UTF-8, empty or record-less file is one line
+    (``what`` the file should hold, ``empty`` what an empty one needs, ``none`` added when it
+    holds no records)."""
     if not path.is_file():
         problem = "is a folder" if path.is_dir() else "no such file"
-        raise ConfigError(f"{path}: {problem}; data.path must name a JSON or JSON Lines (.jsonl) "
-                          "file of instruction records, or be null for the public set")
+        raise ConfigError(f"{path}: {problem}; data.path must name a JSON or JSON Lines (.jsonl) {what}")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON") from None
     if not text.strip():
-        raise ConfigError(f"{path}: the file is empty; it needs a JSON list of records, each {RECORD_HELP}")
+        raise ConfigError(f"{path}: the file is empty; it needs {empty}")
     located = _parse_json_lines(path, text) if path.suffix == ".jsonl" else _parse_json(path, text)
     if not located:
-        raise ConfigError(f"{path}: holds no records; it needs at least one record, {RECORD_HELP}")
-    return [_check_record(path, where, record) for where, record in located]
+        raise ConfigError(f"{path}: holds no records{none}")
+    return located
 
 
 def _parse_json(path: Path, text: str) -> list[tuple[str, Any]]:

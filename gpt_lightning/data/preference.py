@@ -23,8 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import DataLoader
 
-from gpt_lightning.data.instruct import (Example, InstructCollator, MaxLength, _check_int, _json_type, _parse_json,
-                                         _parse_json_lines)
+from gpt_lightning.data.instruct import Example, InstructCollator, MaxLength, _check_int, _json_type, read_located
 from gpt_lightning.data.sampler import EvalPadding, ResumableDataModule
 from gpt_lightning.data.template import PromptTemplate, template_from_config
 from gpt_lightning.errors import ConfigError, bad_value
@@ -38,18 +37,7 @@ RECORD_HELP = ('an object with string keys "chosen", "rejected" and either "prom
 def load_preferences(path: str | Path) -> list[dict[str, str]]:
     """Preference records of a JSON list or JSON Lines file; each problem is one line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: {'is a folder' if path.is_dir() else 'no such file'}; data.path must name a "
-                          "JSON or JSON Lines (.jsonl) file of preference records")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 JSON") from None
-    if not text.strip():
-        raise ConfigError(f"{path}: the file is empty; it needs preference records, each {RECORD_HELP}")
-    located = _parse_json_lines(path, text) if path.suffix == ".jsonl" else _parse_json(path, text)
-    if not located:
-        raise ConfigError(f"{path}: holds no records")
+    located = read_located(path, "file of preference records", empty=f"preference records, each {RECORD_HELP}")
     return [_check(path, where, record) for where, record in located]
 
 
